@@ -1,0 +1,127 @@
+"""The FastAPI app: routes, OpenAI-style errors, API keys and the request size limit."""
+
+from __future__ import annotations
+
+import hmac
+from typing import TYPE_CHECKING, Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from mlx_textgen.api.errors import APIError, error_body, error_response
+from mlx_textgen.api.routes import chat, completions, models
+
+if TYPE_CHECKING:
+    from mlx_textgen.engine.engine import Engine
+
+
+def _param(loc: tuple[Any, ...]) -> str | None:
+    parts = [str(p) for p in loc if p != "body"]
+    out = ""
+    for p in parts:
+        out += f"[{p}]" if p.isdigit() else (f".{p}" if out else p)
+    return out or None
+
+
+def validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
+    err = exc.errors()[0]
+    loc = tuple(err.get("loc", ()))
+    param = _param(loc)
+    kind = err.get("type", "")
+    if kind == "json_invalid":
+        return "We could not parse the JSON body of your request: invalid JSON.", None
+    if kind == "extra_forbidden":
+        return f"Unrecognized request argument supplied: {param}", param
+    if kind == "missing":
+        return f"Missing required parameter: '{param}'.", param
+    if kind in ("model_attributes_type", "dict_type") and not param:
+        return "The request body must be a JSON object.", None
+    return f"Invalid value for '{param}': {err.get('msg', 'invalid')}.", param
+
+
+class BodyLimit:
+    """413 for bodies over the limit, counted as they arrive (Content-Length can lie)."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope.get("headers", [])).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            return await self._reject(send)
+        seen = 0
+
+        async def limited() -> Message:
+            nonlocal seen
+            msg = await receive()
+            if msg["type"] == "http.request":
+                seen += len(msg.get("body", b""))
+                if seen > self.max_bytes:
+                    raise APIError(413, f"Request body is larger than {self.max_bytes} bytes.")
+            return msg
+
+        await self.app(scope, limited, send)
+
+    async def _reject(self, send: Send) -> None:
+        response = JSONResponse(
+            error_body(413, f"Request body is larger than {self.max_bytes} bytes."), status_code=413
+        )
+        await response({"type": "http"}, None, send)  # type: ignore[arg-type]
+
+
+def _key_ok(given: str, keys: list[str]) -> bool:
+    # Compare against every key so timing says nothing about which one (or none) matched.
+    ok = False
+    for key in keys:
+        ok |= hmac.compare_digest(given.encode(), key.encode())
+    return ok
+
+
+def _presented_key(request: Request) -> str:
+    auth = request.headers.get("authorization", "")
+    if auth.lower().startswith("bearer "):
+        return auth[7:].strip()
+    return request.headers.get("x-api-key", "")
+
+
+def create_app(engine: Engine, api_keys: list[str], max_body_bytes: int) -> FastAPI:
+    app = FastAPI(title="mlx-textgen", docs_url=None, redoc_url=None)
+    app.state.engine = engine
+
+    @app.middleware("http")
+    async def auth(request: Request, call_next: Any) -> Any:
+        if api_keys and request.url.path.startswith("/v1") and not _key_ok(_presented_key(request), api_keys):
+            return JSONResponse(
+                error_body(401, "Invalid or missing API key.", code="invalid_api_key"), status_code=401
+            )
+        return await call_next(request)
+
+    @app.exception_handler(APIError)
+    async def on_api_error(_: Request, exc: APIError) -> JSONResponse:
+        return error_response(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def on_invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        message, param = validation_message(exc)
+        return JSONResponse(error_body(400, message, param), status_code=400)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def on_http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        message = "Not found." if exc.status_code == 404 else str(exc.detail)
+        return JSONResponse(error_body(exc.status_code, message), status_code=exc.status_code)
+
+    @app.get("/health")
+    async def health() -> dict[str, Any]:
+        return {"status": "ok", "models": list(engine.models), "in_flight": engine.in_flight}
+
+    app.include_router(models.router)
+    app.include_router(completions.router)
+    app.include_router(chat.router)
+    app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
+    return app

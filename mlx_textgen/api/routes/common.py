@@ -1,0 +1,115 @@
+"""What both generation endpoints do: resolve the model, size the request, submit it."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from fastapi import Request as HTTPRequest
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from mlx_textgen.api.errors import APIError, bad_request
+from mlx_textgen.api.generation import Job, Renderer, collect, stream_sse, usage
+from mlx_textgen.api.protocol import _Common, to_sampling_params
+from mlx_textgen.engine.engine import Overloaded
+
+if TYPE_CHECKING:
+    from mlx_textgen.engine.engine import Engine
+    from mlx_textgen.models.loader import ModelInfo
+
+
+def engine_of(http: HTTPRequest) -> Engine:
+    return http.app.state.engine
+
+
+def resolve_model(http: HTTPRequest, name: str | None) -> ModelInfo:
+    models = engine_of(http).models
+    if name is None:
+        return next(iter(models.values()))
+    info = models.get(name)
+    if info is None:
+        raise APIError(
+            404,
+            f"The model `{name}` does not exist. Available: {', '.join(models)}",
+            param="model",
+            code="model_not_found",
+        )
+    return info
+
+
+def vocab_size(info: ModelInfo) -> int:
+    return len(info.hf_tokenizer)
+
+
+def budget_tokens(info: ModelInfo, prompts: list[list[int]], requested: int | None, param: str) -> int:
+    """max_tokens: as asked, else what is left of the context; 400 if it can't fit."""
+    longest = max(len(p) for p in prompts)
+    room = info.context_length - longest
+    if room <= 0:
+        raise bad_request(
+            f"The prompt has {longest} tokens; this model's context window is "
+            f"{info.context_length} tokens.",
+            "messages" if param == "max_completion_tokens" else "prompt",
+            "context_length_exceeded",
+        )
+    if requested is None:
+        return room
+    if requested > room:
+        raise bad_request(
+            f"This model's context window is {info.context_length} tokens; the prompt has "
+            f"{longest} and {param} asks for {requested}, {longest + requested} in all.",
+            param,
+            "context_length_exceeded",
+        )
+    return requested
+
+
+async def run(
+    http: HTTPRequest,
+    req: _Common,
+    info: ModelInfo,
+    prompts: list[list[int]],
+    *,
+    max_tokens: int,
+    logprobs: int | None,
+    renderer: Renderer,
+    body: Any,
+) -> Any:
+    """Submit prompts x n and answer with a JSON body or an SSE stream."""
+    params = to_sampling_params(
+        req,
+        max_tokens=max_tokens,
+        logprobs=logprobs,
+        defaults=info.generation_defaults,
+        vocab_size=vocab_size(info),
+    )
+    job = Job(model=info.name, prompts=prompts, n=req.choices, params=params)
+    try:
+        stream = engine_of(http).open(job.requests())
+    except Overloaded as exc:
+        raise APIError(503, str(exc), code="server_overloaded", headers={"Retry-After": "1"}) from None
+
+    def base() -> dict[str, Any]:
+        return {
+            "id": job.response_id,
+            "object": renderer.chunk_object,
+            "created": job.created,
+            "model": info.name,
+            "system_fingerprint": None,
+        }
+
+    if req.stream:
+        include_usage = bool(req.stream_options and req.stream_options.include_usage)
+        return StreamingResponse(
+            stream_sse(stream, job, renderer, include_usage, base),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+    states = await collect(stream, job, http)
+    return JSONResponse(
+        base()
+        | {
+            "object": renderer.object_name,
+            "choices": [renderer.choice(c) for c in states],
+            "usage": usage(states),
+        }
+    )

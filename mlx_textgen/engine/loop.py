@@ -1,0 +1,251 @@
+"""The single thread that runs MLX: admit requests, step the batch, emit outputs."""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import mlx.core as mx
+
+from mlx_textgen import backend
+from mlx_textgen.engine import sampling
+from mlx_textgen.engine.request import FinishReason, Request, RequestOutput, TokenLogprob
+from mlx_textgen.engine.sequence import Sequence
+from mlx_textgen.config import ModelConfig
+from mlx_textgen.models.loader import ModelInfo, load_weights, prepare
+
+log = logging.getLogger("mlx_textgen.engine")
+
+Emit = Callable[[RequestOutput], None]
+
+
+@dataclass(frozen=True)
+class LoopOptions:
+    cache_root: Path
+    cpu_weights: str = "float"
+    max_running_requests: int = 16
+    prefill_step_size: int = 512
+    request_timeout: float | None = None
+
+
+class _Loaded:
+    """The model whose weights are in memory, with its batch generator."""
+
+    def __init__(self, info: ModelInfo, options: LoopOptions) -> None:
+        self.info = info
+        self.model = load_weights(info)
+        self.vocab_size = self._vocab_size()
+        self.generator = self._new_generator(options)
+
+    def _vocab_size(self) -> int:
+        probe = self.model(mx.array([[0]]))
+        return int(probe.shape[-1])
+
+    def _new_generator(self, options: LoopOptions) -> Any:
+        running = max(1, options.max_running_requests)
+        return backend.BatchGenerator(
+            self.model,
+            completion_batch_size=running,
+            prefill_batch_size=min(8, running),
+            prefill_step_size=self.info.config.preprocess_batch_size or options.prefill_step_size,
+        )
+
+
+class EngineLoop:
+    """Owns every MLX call. Other threads talk to it only through `submit` and `abort`."""
+
+    def __init__(self, configs: list[ModelConfig], options: LoopOptions, emit: Emit) -> None:
+        self.configs = configs
+        self.models: dict[str, ModelInfo] = {}
+        self.ready = threading.Event()
+        self.startup_error: BaseException | None = None
+        self.options = options
+        self._emit = emit
+        self._inbox: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
+        self._waiting: deque[Request] = deque()
+        self._by_uid: dict[int, Sequence] = {}
+        self._by_id: dict[str, Sequence] = {}
+        self._loaded: _Loaded | None = None
+        self._thread = threading.Thread(target=self._run, name="mlx-engine", daemon=True)
+        self._stopping = False
+
+    # -- called from other threads -------------------------------------------------
+    def start(self) -> None:
+        """Start the thread; it prepares every model and loads the first, then sets `ready`."""
+        self._thread.start()
+
+    def submit(self, request: Request) -> None:
+        self._inbox.put(("add", request))
+
+    def abort(self, request_id: str) -> None:
+        self._inbox.put(("abort", request_id))
+
+    def stop(self) -> None:
+        self._inbox.put(("stop", None))
+        self._thread.join(timeout=30)
+
+    # -- the MLX thread -----------------------------------------------------------
+    def _startup(self) -> bool:
+        try:
+            for mc in self.configs:
+                info = prepare(mc, cache_root=self.options.cache_root, cpu_weights=self.options.cpu_weights)
+                self.models[info.name] = info
+            self._switch_to(next(iter(self.models)))
+            return True
+        except BaseException as exc:  # reported to the starting thread
+            self.startup_error = exc
+            return False
+        finally:
+            self.ready.set()
+
+    def _run(self) -> None:
+        if not self._startup():
+            return
+        while not self._stopping:
+            self._drain(block=not self._by_id and not self._waiting)
+            try:
+                self._admit()
+                if self._by_id:
+                    self._step()
+            except Exception as exc:  # keep serving: fail what was running, start afresh
+                log.exception("engine step failed")
+                self._fail_all(f"internal error: {exc}")
+
+    def _drain(self, block: bool) -> None:
+        while True:
+            try:
+                cmd, arg = self._inbox.get(block=block, timeout=None)
+            except queue.Empty:
+                return
+            block = False
+            if cmd == "add":
+                self._waiting.append(arg)
+            elif cmd == "abort":
+                self._abort(arg)
+            elif cmd == "load":
+                self._switch_to(arg)
+            elif cmd == "stop":
+                self._stopping = True
+                return
+
+    def _admit(self) -> None:
+        """Hand waiting requests to the generator; another model's wait for the running ones."""
+        while self._waiting:
+            req = self._waiting[0]
+            if self._loaded is None or self._loaded.info.name != req.model:
+                if self._by_id:
+                    return
+                self._switch_to(req.model)
+            self._waiting.popleft()
+            self._insert(req)
+
+    def _switch_to(self, name: str) -> None:
+        if self._loaded is not None and self._loaded.info.name == name:
+            return
+        self._loaded = None
+        mx.clear_cache()
+        log.info("loading model %s", name)
+        self._loaded = _Loaded(self.models[name], self.options)
+
+    def _insert(self, req: Request) -> None:
+        loaded = self._loaded
+        assert loaded is not None
+        info, params = loaded.info, req.params
+        stop_ids = set(params.stop_token_ids) | (set() if params.ignore_eos else set(info.eos_token_ids))
+        seq = Sequence(
+            req,
+            lambda ids: info.hf_tokenizer.decode(ids, skip_special_tokens=params.skip_special_tokens),
+            frozenset(stop_ids),
+            info.extra_stop_words,
+        )
+        stop_sequences = backend.StopSequences([[t] for t in sorted(stop_ids)] or None)
+        procs = sampling.make_logits_processors(
+            params, len(req.prompt_ids), loaded.vocab_size, frozenset(stop_ids)
+        )
+        (uid,) = loaded.generator.insert(
+            [req.prompt_ids],
+            max_tokens=[params.max_tokens],
+            samplers=[sampling.make_sampler(params)],
+            logits_processors=[procs],
+            stop_sequences=[stop_sequences],
+        )
+        seq.uid = uid
+        self._by_uid[uid] = seq
+        self._by_id[req.request_id] = seq
+
+    def _step(self) -> None:
+        loaded = self._loaded
+        assert loaded is not None
+        _, responses = loaded.generator.next()
+        finished: list[int] = []
+        for r in responses:
+            seq = self._by_uid.get(r.uid)
+            if seq is None:
+                continue
+            out = seq.on_token(r.token, r.finish_reason, self._logprob(seq, r))
+            if out.finished:
+                finished.append(r.uid)
+                if r.finish_reason is None:  # a stop string: the generator doesn't know
+                    loaded.generator.remove([r.uid])
+            self._emit(out)
+        for uid in finished:
+            self._forget(self._by_uid[uid])
+        self._expire()
+
+    def _logprob(self, seq: Sequence, r: Any) -> TokenLogprob | None:
+        k = seq.request.params.logprobs
+        if k is None or (r.finish_reason == "stop" and r.token in seq.stop_token_ids):
+            return None
+        lp = r.logprobs
+        decode = self._loaded.info.hf_tokenizer.decode  # type: ignore[union-attr]
+        top: tuple[tuple[int, str, float], ...] = ()
+        if k > 0:
+            idx = mx.argpartition(-lp, kth=k - 1)[:k]
+            vals = lp[idx]
+            order = mx.argsort(-vals)
+            ids, vs = idx[order].tolist(), vals[order].tolist()
+            top = tuple((i, decode([i]), float(v)) for i, v in zip(ids, vs))
+        return TokenLogprob(r.token, decode([r.token]), float(lp[r.token].item()), top)
+
+    def _abort(self, request_id: str) -> None:
+        for i, req in enumerate(self._waiting):
+            if req.request_id == request_id:
+                del self._waiting[i]
+                return
+        seq = self._by_id.get(request_id)
+        if seq is None:
+            return
+        if self._loaded is not None and seq.uid is not None:
+            self._loaded.generator.remove([seq.uid])
+        self._forget(seq)
+        self._emit(seq.finish(FinishReason.ABORT))
+
+    def _expire(self) -> None:
+        timeout = self.options.request_timeout
+        if not timeout:
+            return
+        now = time.monotonic()
+        for seq in [s for s in self._by_id.values() if now - s.request.arrival_time > timeout]:
+            if self._loaded is not None and seq.uid is not None:
+                self._loaded.generator.remove([seq.uid])
+            self._forget(seq)
+            self._emit(seq.finish(FinishReason.ERROR, f"request timed out after {timeout:g}s", 504))
+
+    def _forget(self, seq: Sequence) -> None:
+        self._by_id.pop(seq.request_id, None)
+        if seq.uid is not None:
+            self._by_uid.pop(seq.uid, None)
+
+    def _fail_all(self, message: str) -> None:
+        for seq in list(self._by_id.values()):
+            self._forget(seq)
+            self._emit(seq.finish(FinishReason.ERROR, message))
+        if self._loaded is not None:
+            self._loaded.generator = self._loaded._new_generator(self.options)

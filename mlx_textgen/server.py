@@ -1,0 +1,58 @@
+"""Start the server: pick the BLAS, start the engine thread, serve the API with uvicorn."""
+
+from __future__ import annotations
+
+import logging
+from contextlib import asynccontextmanager
+from typing import Any
+
+from mlx_textgen.blas import select_blas
+from mlx_textgen.config import ServerConfig
+
+log = logging.getLogger("mlx_textgen")
+
+
+def setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+def build_app(cfg: ServerConfig) -> Any:
+    """The ASGI app; the engine starts (and models load) in its lifespan."""
+    # MLX may be imported only after the BLAS is chosen.
+    from mlx_textgen.api.app import create_app
+    from mlx_textgen.engine.engine import Engine, EngineOptions
+
+    engine = Engine(
+        cfg.model_configs,
+        EngineOptions(
+            cache_root=cfg.resolved_cache_dir(),
+            cpu_weights=cfg.cpu_weights,
+            max_running_requests=cfg.max_running_requests,
+            max_queued_requests=cfg.max_queued_requests,
+            request_timeout=cfg.request_timeout,
+        ),
+    )
+    app = create_app(engine, list(cfg.api_keys), cfg.max_body_bytes)
+
+    @asynccontextmanager
+    async def lifespan(_: Any) -> Any:
+        await engine.start()
+        log.info("serving %s on http://%s:%d/v1", ", ".join(engine.models), cfg.host, cfg.port)
+        yield
+        engine.stop()
+
+    app.router.lifespan_context = lifespan
+    return app
+
+
+def run(cfg: ServerConfig) -> None:
+    """Serve until interrupted."""
+    setup_logging(cfg.log_level)
+    select_blas(cfg.blas)
+    import uvicorn
+
+    app = build_app(cfg)
+    uvicorn.run(app, host=cfg.host, port=cfg.port, log_level=cfg.log_level.lower(), access_log=False)
