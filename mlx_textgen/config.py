@@ -1,0 +1,578 @@
+"""Server and model configuration: dataclasses, YAML loading with line-numbered errors, overrides.
+
+The YAML schema is the one the original MLX-Textgen's ``createconfig`` writes (``model_configs``
+plus server keys), extended with a few keys of our own (``cache_dir``, ``cpu_weights``, ...).
+Importing this module must stay cheap and MLX-free: the CLI imports it before BLAS is loaded.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import math
+import os
+import pathlib
+import re
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
+
+import yaml
+
+CACHE_DIR_ENV = "MLX_TEXTGEN_CACHE_DIR"
+DEFAULT_CONFIG_FILENAME = "model_config.yaml"
+# Kept in step with mlx_textgen.chat.templates.PRESET_NAMES (a unit test checks); not imported so
+# that loading a config does not pull in jinja2.
+TEMPLATE_PRESETS = ("chatml", "llama3", "gemma", "deepseek", "openchat", "phi", "mistral")
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
+# GGUF file-name quantization tags after "_" -> "-": .q4-1, -q8-0, .q4-k-m, -iq4-xs, .f16, -bf16
+_GGUF_QUANT_TAG = re.compile(r"[.-](?:i?q\d+(?:-[a-z0-9]+)*|bf16|f16|f32)$")
+
+
+class ConfigError(ValueError):
+    """An invalid configuration value; the message names the key and, from YAML, the line."""
+
+    def __init__(
+        self, problem: str, *, key: str | None = None, line: int | None = None, source: str = ""
+    ) -> None:
+        self.problem, self.key, self.line, self.source = problem, key, line, source
+        where = ", ".join(p for p in (source, f"line {line}" if line else "") if p)
+        text = f"{key}: {problem}" if key else problem
+        super().__init__(f"{where}: {text}" if where else text)
+
+
+@dataclass
+class ModelConfig:
+    """One served model (a ``model_configs`` entry)."""
+
+    model_id_or_path: str
+    tokenizer_repo_or_path: str | None = None
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
+    tokenizer_kwargs: dict[str, Any] = field(default_factory=dict)
+    model_name: str | None = None
+    enable_cache: bool = True
+    preprocess_batch_size: int = 512
+    extra_stop_words: list[str] = field(default_factory=list)
+    reasoning_parser: str | None = None
+    default_template: str | None = None
+    revision: str | None = None
+
+    def resolved_name(self) -> str:
+        """The name clients use: ``model_name``, else derived from the path as the original did.
+
+        Basename of the path or repo id, lowercased, "_" -> "-", a trailing "-<N>bit" quantization
+        tag dropped. A ``.gguf`` file also loses its extension and its quantization tag
+        ("SmolLM2-135M-Instruct.Q4_1.gguf" -> "smollm2-135m-instruct"), so that the name does not
+        change with the quantization chosen.
+        """
+        if self.model_name:
+            return self.model_name
+        base = re.split(r"[/\\]", self.model_id_or_path.rstrip("/\\"))[-1]
+        name = base.lower().replace("_", "-")
+        if name.endswith(".gguf"):
+            name = _GGUF_QUANT_TAG.sub("", name.removesuffix(".gguf"))
+        return re.sub(r"-\d+bit$", "", name)
+
+
+@dataclass
+class ServerConfig:
+    """Everything ``serve`` needs: the models plus server, cache and scheduling settings."""
+
+    model_configs: list[ModelConfig]
+    host: str = "127.0.0.1"
+    port: int = 5001
+    api_keys: list[str] = field(default_factory=list)
+    min_tokens: int = 20
+    max_reprocess_tokens: int = 250
+    replace_threshold: float = 0.95
+    max_capacity: int = 50
+    use_reasoning_content: bool = False
+    # Ours, not in the original:
+    cache_dir: str | None = None
+    cpu_weights: str = "float"
+    blas: str = "auto"
+    max_running_requests: int = 16
+    max_queued_requests: int = 64
+    request_timeout: float | None = None
+    max_body_bytes: int = 8 * 1024 * 1024
+    log_level: str = "info"
+
+    def resolved_cache_dir(self) -> pathlib.Path:
+        """Where prompt caches and converted models live (see ``resolve_cache_dir``)."""
+        return resolve_cache_dir(self.cache_dir)
+
+
+# ---------------------------------------------------------------------------- value checks
+
+
+@dataclass(frozen=True)
+class _Spec:
+    """What one key accepts. ``null_ok``: null is stored as None; collections store null as empty."""
+
+    kind: str  # str | int | float | bool | mapping | str_list
+    null_ok: bool = False
+    low: float | None = None
+    high: float | None = None
+    choices: tuple[str, ...] = ()
+
+
+_MODEL_SPECS: dict[str, _Spec] = {
+    "model_id_or_path": _Spec("str"),
+    "tokenizer_repo_or_path": _Spec("str", null_ok=True),
+    "model_kwargs": _Spec("mapping"),
+    "tokenizer_kwargs": _Spec("mapping"),
+    "model_name": _Spec("str", null_ok=True),
+    "enable_cache": _Spec("bool"),
+    "preprocess_batch_size": _Spec("int", low=1),
+    "extra_stop_words": _Spec("str_list"),
+    "reasoning_parser": _Spec("str", null_ok=True),
+    "default_template": _Spec("str", null_ok=True, choices=TEMPLATE_PRESETS),
+    "revision": _Spec("str", null_ok=True),
+}
+
+_SERVER_SPECS: dict[str, _Spec] = {
+    "host": _Spec("str"),
+    "port": _Spec("int", low=0, high=65535),
+    "api_keys": _Spec("str_list"),
+    "min_tokens": _Spec("int", low=0),
+    "max_reprocess_tokens": _Spec("int", low=0),
+    "replace_threshold": _Spec("float", low=0.0, high=1.0),
+    "max_capacity": _Spec("int", low=1),
+    "use_reasoning_content": _Spec("bool"),
+    "cache_dir": _Spec("str", null_ok=True),
+    "cpu_weights": _Spec("str", choices=("float", "native")),
+    "blas": _Spec("str"),
+    "max_running_requests": _Spec("int", low=1),
+    "max_queued_requests": _Spec("int", low=0),
+    "request_timeout": _Spec("float", null_ok=True, low=0.0),
+    "max_body_bytes": _Spec("int", low=1),
+    "log_level": _Spec("str", choices=LOG_LEVELS),
+}
+
+_TYPE_WORDS = {
+    "str": "a string",
+    "int": "an integer",
+    "float": "a number",
+    "bool": "true or false",
+    "mapping": "a mapping with string keys",
+    "str_list": "a string or a list of strings",
+}
+
+
+def _check_value(name: str, value: Any, spec: _Spec) -> Any:
+    """Return ``value`` as stored for key ``name``; raise ValueError naming the problem."""
+    if value is None:
+        if spec.null_ok:
+            return None
+        if spec.kind in ("mapping", "str_list"):
+            return {} if spec.kind == "mapping" else []
+        raise ValueError(f"must not be null (expected {_TYPE_WORDS[spec.kind]})")
+    value = _check_type(value, spec.kind)
+    if spec.kind == "str" and not value.strip():
+        raise ValueError("must not be empty")
+    if spec.kind == "str_list" and not all(value):
+        raise ValueError("must not contain empty strings")  # an empty stop word stops at once
+    if spec.kind == "float" and not math.isfinite(value):
+        raise ValueError(f"must be a finite number; got {value!r}")
+    if name == "blas" and value.lower() in ("auto", "off"):
+        value = value.lower()
+    if spec.choices:
+        value = value.lower() if value.lower() in spec.choices else value
+        if value not in spec.choices:
+            raise ValueError(f"must be one of {', '.join(spec.choices)}; got {value!r}")
+    if spec.low is not None and value < spec.low or spec.high is not None and value > spec.high:
+        raise ValueError(f"must be {_range_words(spec)}; got {value!r}")
+    if name == "request_timeout" and value == 0:
+        return None  # 0 disables the timeout, so the command line can switch it off
+    return value
+
+
+def _check_type(value: Any, kind: str) -> Any:
+    ok = {
+        "str": isinstance(value, str),
+        "int": isinstance(value, int) and not isinstance(value, bool),
+        "float": isinstance(value, (int, float)) and not isinstance(value, bool),
+        "bool": isinstance(value, bool),
+        "mapping": isinstance(value, dict) and all(isinstance(k, str) for k in value),
+        "str_list": isinstance(value, str)
+        or isinstance(value, list)
+        and all(isinstance(v, str) for v in value),
+    }[kind]
+    if not ok:
+        shown = f"{value!r}" if len(repr(value)) < 60 else type(value).__name__
+        raise ValueError(f"expected {_TYPE_WORDS[kind]}, got {shown}")
+    if kind == "str_list":
+        return [value] if isinstance(value, str) else list(value)
+    return float(value) if kind == "float" else value
+
+
+def _range_words(spec: _Spec) -> str:
+    if spec.low is not None and spec.high is not None:
+        return f"between {spec.low:g} and {spec.high:g}"
+    if spec.low is not None:
+        return f"at least {spec.low:g}" if spec.low else "zero or more"
+    return f"at most {spec.high:g}"
+
+
+def _unknown_key(key: str, valid: list[str], where: str) -> str:
+    close = difflib.get_close_matches(key, valid, n=1, cutoff=0.6)
+    hint = f"did you mean {close[0]!r}?" if close else f"valid keys: {', '.join(valid)}"
+    return f"unknown key in {where}; {hint}"
+
+
+# ---------------------------------------------------------------------------- YAML loading
+
+
+def load_config(path: str | os.PathLike[str]) -> ServerConfig:
+    """Read and validate a YAML config file; every problem raises ConfigError with key and line."""
+    source = str(path)
+    try:
+        text = pathlib.Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file: {exc.strerror or exc}", source=source) from exc
+    return parse_config(text, source=source)
+
+
+def parse_config(text: str, *, source: str = "<config>") -> ServerConfig:
+    """Validate YAML ``text`` (see ``load_config``); ``source`` names it in error messages."""
+    root = _root_mapping(_compose(text, source), source)
+    values: dict[str, Any] = {}
+    models: list[ModelConfig] | None = None
+    model_lines: list[int | None] = []
+    for key, key_node, value_node in _mapping_items(root, "the top level", source):
+        line = _line(key_node)
+        if key == "model_configs":
+            models, model_lines = _load_models(value_node, line, source)
+            continue
+        spec = _SERVER_SPECS.get(key)
+        if spec is None:
+            problem = _unknown_key(key, ["model_configs", *_SERVER_SPECS], "the top level")
+            raise ConfigError(problem, key=key, line=line, source=source)
+        values[key] = _checked(key, _construct(value_node, source), spec, key, line, source)
+    if models is None:
+        raise ConfigError("model_configs is missing", line=_line(root), source=source)
+    config = ServerConfig(model_configs=models, **values)
+    check_config(config, model_lines=model_lines, source=source)
+    return config
+
+
+def _root_mapping(root: yaml.Node | None, source: str) -> yaml.MappingNode:
+    if root is None:
+        raise ConfigError("the file is empty; expected a mapping with model_configs", source=source)
+    if not isinstance(root, yaml.MappingNode):
+        raise ConfigError(
+            "the top level must be a mapping with a model_configs list (the pre-0.2 list format "
+            "is not supported; `mlx_textgen createconfig` writes a template)",
+            line=_line(root),
+            source=source,
+        )
+    return root
+
+
+def _load_models(
+    node: yaml.Node, line: int | None, source: str
+) -> tuple[list[ModelConfig], list[int | None]]:
+    items = node.value if isinstance(node, yaml.SequenceNode) else None
+    if items is None and _construct(node, source) is not None:
+        raise ConfigError(
+            "expected a list of models", key="model_configs", line=line, source=source
+        )
+    if not items:
+        raise ConfigError(
+            "is empty; list at least one model", key="model_configs", line=line, source=source
+        )
+    models = [_load_model(item, index, source) for index, item in enumerate(items)]
+    return models, [_line(item) for item in items]
+
+
+def _load_model(node: yaml.Node, index: int, source: str) -> ModelConfig:
+    prefix = f"model_configs[{index}]"
+    if not isinstance(node, yaml.MappingNode):
+        raise ConfigError(
+            "expected a mapping of model keys", key=prefix, line=_line(node), source=source
+        )
+    values: dict[str, Any] = {}
+    for key, key_node, value_node in _mapping_items(node, prefix, source):
+        name, line = f"{prefix}.{key}", _line(key_node)
+        spec = _MODEL_SPECS.get(key)
+        if spec is None:
+            problem = _unknown_key(key, list(_MODEL_SPECS), "a model entry")
+            raise ConfigError(problem, key=name, line=line, source=source)
+        values[key] = _checked(key, _construct(value_node, source), spec, name, line, source)
+    if "model_id_or_path" not in values:
+        raise ConfigError(
+            "model_id_or_path is required", key=prefix, line=_line(node), source=source
+        )
+    return ModelConfig(**values)
+
+
+def _checked(name: str, raw: Any, spec: _Spec, key: str, line: int | None, source: str) -> Any:
+    try:
+        return _check_value(name, raw, spec)
+    except ValueError as exc:
+        raise ConfigError(str(exc), key=key, line=line, source=source) from None
+
+
+def _compose(text: str, source: str) -> yaml.Node | None:
+    try:
+        return yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        problem = exc.problem or exc.context or "syntax error"
+        raise ConfigError(f"invalid YAML: {problem}", line=_line_of(mark), source=source) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"invalid YAML: {exc}", source=source) from None
+
+
+def _construct(node: yaml.Node, source: str) -> Any:
+    """Build the Python value of one node with the safe constructor (tags, ints, bools...)."""
+    loader = yaml.SafeLoader("")
+    try:
+        return loader.construct_document(node)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        raise ConfigError(
+            f"invalid value: {exc.problem}", line=_line_of(mark), source=source
+        ) from None
+    finally:
+        loader.dispose()
+
+
+def _mapping_items(
+    node: yaml.MappingNode, where: str, source: str
+) -> list[tuple[str, yaml.Node, yaml.Node]]:
+    """(key, key node, value node) triples; rejects non-string and repeated keys."""
+    seen: dict[str, int | None] = {}
+    items = []
+    for key_node, value_node in node.value:
+        if not isinstance(key_node, yaml.ScalarNode) or key_node.tag != "tag:yaml.org,2002:str":
+            raise ConfigError(
+                f"keys in {where} must be plain names", line=_line(key_node), source=source
+            )
+        key = key_node.value
+        if key in seen:
+            problem = f"appears twice (first on line {seen[key]})"
+            raise ConfigError(problem, key=key, line=_line(key_node), source=source)
+        seen[key] = _line(key_node)
+        items.append((key, key_node, value_node))
+    return items
+
+
+def _line(node: yaml.Node) -> int | None:
+    return _line_of(node.start_mark)
+
+
+def _line_of(mark: yaml.Mark | None) -> int | None:
+    return mark.line + 1 if mark is not None else None
+
+
+# ---------------------------------------------------------------------------- cross checks, overrides
+
+
+def check_config(
+    config: ServerConfig, *, model_lines: list[int | None] | None = None, source: str = ""
+) -> None:
+    """Checks that span keys: at least one model, and model names that clients can tell apart."""
+    if not config.model_configs:
+        raise ConfigError("no models configured", key="model_configs", source=source)
+    lines = model_lines or [None] * len(config.model_configs)
+    first_use: dict[str, int] = {}
+    for index, model in enumerate(config.model_configs):
+        if not isinstance(model.model_id_or_path, str) or not model.model_id_or_path.strip():
+            raise ConfigError(
+                "model_id_or_path must be a non-empty string",
+                key=f"model_configs[{index}]",
+                line=lines[index],
+                source=source,
+            )
+        name = model.resolved_name()
+        if name in first_use:
+            other = first_use[name]
+            at = f" (line {lines[other]})" if lines[other] else ""
+            raise ConfigError(
+                f"model name {name!r} is already used by model_configs[{other}]{at}; "
+                "set model_name to tell them apart",
+                key=f"model_configs[{index}]",
+                line=lines[index],
+                source=source,
+            )
+        first_use[name] = index
+
+
+def apply_overrides(config: ServerConfig, **values: Any) -> ServerConfig:
+    """Return a copy of ``config`` with the given keys replaced, each validated like the YAML.
+
+    Server keys (``port=...``) replace the server setting; model keys (``model_name=...``)
+    apply to the single configured model and are an error when there are several. Keys whose
+    value is None are skipped, so a caller can pass "not given" options straight through.
+    """
+    source = "command line"
+    server: dict[str, Any] = {}
+    model: dict[str, Any] = {}
+    for key, value in values.items():
+        if value is None:
+            continue
+        if key in _SERVER_SPECS:
+            server[key] = _checked(key, value, _SERVER_SPECS[key], key, None, source)
+        elif key in _MODEL_SPECS:
+            model[key] = _checked(key, value, _MODEL_SPECS[key], key, None, source)
+        else:
+            problem = _unknown_key(key, [*_SERVER_SPECS, *_MODEL_SPECS], "the settings")
+            raise ConfigError(problem, key=key, source=source)
+    models = list(config.model_configs)
+    if model:
+        if len(models) != 1:
+            raise ConfigError(
+                f"{', '.join(sorted(model))} can only be set for a single model, "
+                f"but {len(models)} are configured",
+                source=source,
+            )
+        models = [replace(models[0], **model)]
+    return replace(config, model_configs=models, **server)
+
+
+# ---------------------------------------------------------------------------- cache directory
+
+
+def resolve_cache_dir(cache_dir: str | None = None) -> pathlib.Path:
+    """The cache directory: ``cache_dir`` if given, else $MLX_TEXTGEN_CACHE_DIR, else the one saved
+    by ``mlx_textgen cachedir --set``, else ~/.cache/mlx_textgen. Nothing is created."""
+    chosen = cache_dir or os.environ.get(CACHE_DIR_ENV) or saved_cache_dir()
+    if chosen:
+        return pathlib.Path(chosen).expanduser()
+    return pathlib.Path.home() / ".cache" / "mlx_textgen"
+
+
+def settings_path() -> pathlib.Path:
+    """The per-user settings file that ``cachedir --set`` writes."""
+    base = os.environ.get("XDG_CONFIG_HOME") or pathlib.Path.home() / ".config"
+    return pathlib.Path(base) / "mlx_textgen" / "settings.json"
+
+
+def saved_cache_dir() -> str | None:
+    """The cache directory saved by ``cachedir --set``, or None (also for an unreadable file)."""
+    try:
+        value = json.loads(settings_path().read_text(encoding="utf-8")).get("cache_dir")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return value if isinstance(value, str) and value else None
+
+
+def save_cache_dir(cache_dir: str | None) -> None:
+    """Save ``cache_dir`` (made absolute) as the user's default; None forgets the saved one."""
+    path = settings_path()
+    try:
+        settings = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        settings = {}
+    settings = settings if isinstance(settings, dict) else {}
+    if cache_dir is None:
+        settings.pop("cache_dir", None)
+    else:
+        settings["cache_dir"] = str(pathlib.Path(cache_dir).expanduser().resolve())
+    _write_atomic(path, json.dumps(settings, indent=2) + "\n")
+
+
+def _write_atomic(path: pathlib.Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+# ---------------------------------------------------------------------------- createconfig
+
+_MODEL_COMMENTS = {
+    "model_id_or_path": "local folder, .gguf file or Hugging Face repo id",
+    "tokenizer_repo_or_path": "tokenizer source; null = same as the model",
+    "model_kwargs": "extra keyword arguments for loading the model",
+    "tokenizer_kwargs": "extra keyword arguments for loading the tokenizer",
+    "model_name": "name clients put in requests; null = derived from the path",
+    "enable_cache": "keep prompt caches to skip re-processing shared prefixes",
+    "preprocess_batch_size": "prompt tokens processed per step",
+    "extra_stop_words": "extra strings that end generation",
+    "reasoning_parser": "e.g. deepseek_r1 to split <think> reasoning from the answer",
+    "default_template": f"chat template preset ({', '.join(TEMPLATE_PRESETS)}); null = the model's",
+    "revision": "branch, tag or commit when model_id_or_path is a repo id",
+}
+_SERVER_COMMENTS = {
+    "host": "address to listen on",
+    "port": "port to listen on",
+    "api_keys": "accepted API keys; empty = no authentication",
+    "min_tokens": "shortest prompt (tokens) worth keeping a cache for",
+    "max_reprocess_tokens": "most tokens re-processed rather than keeping a near-duplicate cache",
+    "replace_threshold": "shared-prefix fraction above which a new cache replaces an old one",
+    "max_capacity": "most caches kept per model; the oldest go first",
+    "use_reasoning_content": "put reasoning in reasoning_content instead of content",
+}
+_OWN_COMMENTS = {
+    "cache_dir": "null = $MLX_TEXTGEN_CACHE_DIR, the `cachedir --set` one, or ~/.cache/mlx_textgen",
+    "cpu_weights": "on CPU: float (dequantize, fast with a real BLAS) or native (keep quantized)",
+    "blas": "auto, off, or the path of a BLAS library to load before MLX",
+    "max_running_requests": "requests generated together",
+    "max_queued_requests": "requests waiting beyond that; more are refused",
+    "request_timeout": "seconds per request; null = no limit",
+    "max_body_bytes": "largest accepted request body",
+    "log_level": ", ".join(LOG_LEVELS),
+}
+
+
+def write_default_config(
+    path: str | os.PathLike[str] = DEFAULT_CONFIG_FILENAME, num_models: int = 1, force: bool = False
+) -> pathlib.Path:
+    """Write a commented config template with ``num_models`` placeholder models; returns its path.
+
+    ``path`` may be a directory (the file is then ``model_config.yaml`` inside it). An existing
+    file is only replaced with ``force``; otherwise FileExistsError is raised.
+    """
+    if isinstance(num_models, bool) or not isinstance(num_models, int) or num_models < 1:
+        raise ConfigError(f"must be at least 1; got {num_models!r}", key="num_models")
+    target = pathlib.Path(path).expanduser()
+    if target.is_dir():
+        target = target / DEFAULT_CONFIG_FILENAME
+    if target.exists() and not force:
+        raise FileExistsError(f"{target} already exists; use --force (force=True) to overwrite it")
+    _write_atomic(target, default_config_text(num_models))
+    return target
+
+
+def default_config_text(num_models: int) -> str:
+    """The YAML text ``write_default_config`` writes."""
+    defaults = {
+        f.name: _field_default(f) for f in fields(ServerConfig) if f.name != "model_configs"
+    }
+    model_defaults = {f.name: _field_default(f) for f in fields(ModelConfig)}
+    lines = [
+        "# MLX-Textgen configuration, written by `mlx_textgen createconfig`.",
+        "# Serve it with: mlx_textgen serve --config-file <this file>",
+        "# Flags given to `mlx_textgen serve` override the values in this file.",
+        "",
+        "model_configs:  # one entry per model; clients choose one by its name",
+    ]
+    for index in range(num_models):
+        entry = {**model_defaults, "model_id_or_path": f"/path/to/model_{index}"}
+        comments = _MODEL_COMMENTS if index == 0 else {}
+        body = _key_lines(entry, comments, indent="  ")
+        lines += ["- " + body[0][2:], *body[1:]]
+    lines += ["", *_key_lines({k: defaults[k] for k in _SERVER_COMMENTS}, _SERVER_COMMENTS)]
+    lines += ["", "# Options of this implementation (not read by the original MLX-Textgen):"]
+    own = _key_lines({k: defaults[k] for k in _OWN_COMMENTS}, _OWN_COMMENTS)
+    lines += ["# " + line for line in own]
+    return "\n".join(lines) + "\n"
+
+
+def _key_lines(values: dict[str, Any], comments: dict[str, str], indent: str = "") -> list[str]:
+    pairs = [f"{indent}{key}: {_yaml_scalar(value)}" for key, value in values.items()]
+    width = max(len(p) for p in pairs) + 2
+    return [
+        f"{pair:<{width}}# {comments[key]}" if key in comments else pair
+        for pair, key in zip(pairs, values)
+    ]
+
+
+def _yaml_scalar(value: Any) -> str:
+    text = yaml.safe_dump(value, default_flow_style=True, width=10_000)
+    return text.removesuffix("\n").removesuffix("\n...").strip()
+
+
+def _field_default(f: Any) -> Any:
+    return f.default_factory() if callable(f.default_factory) else f.default
