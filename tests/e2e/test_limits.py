@@ -34,7 +34,8 @@ def test_overload_503_then_disconnect_frees_capacity(tight):
     url = f"{tight.base_url}/v1/completions"
     with httpx.stream("POST", url, json=LONG | {"stream": True}, timeout=60) as resp:
         assert resp.status_code == 200
-        assert first_event(resp.iter_lines())["choices"][0]["index"] == 0
+        lines = resp.iter_lines()  # kept referenced: closing it would hang up on the server
+        assert first_event(lines)["choices"][0]["index"] == 0
         busy = httpx.post(url, json=LONG | {"max_tokens": 2}, timeout=60)
         assert busy.status_code == 503 and busy.headers["Retry-After"]
         assert busy.json()["error"]["type"] == "server_overloaded"
