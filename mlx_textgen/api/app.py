@@ -18,11 +18,20 @@ if TYPE_CHECKING:
     from mlx_textgen.engine.engine import Engine
 
 
+_TYPE_TAGS = {"str", "int", "float", "bool", "dict", "list", "none"}
+
+
+def _is_union_tag(part: Any) -> bool:
+    # pydantic names the union member that failed ("str", "list[int]", "function-after[..]").
+    return isinstance(part, str) and ("[" in part or part in _TYPE_TAGS)
+
+
 def _param(loc: tuple[Any, ...]) -> str | None:
-    parts = [str(p) for p in loc if p != "body"]
     out = ""
-    for p in parts:
-        out += f"[{p}]" if p.isdigit() else (f".{p}" if out else p)
+    for part in loc[1:] if loc and loc[0] == "body" else loc:
+        if _is_union_tag(part):
+            break
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
     return out or None
 
 
@@ -39,6 +48,8 @@ def validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
         return f"Missing required parameter: '{param}'.", param
     if kind in ("model_attributes_type", "dict_type") and not param:
         return "The request body must be a JSON object.", None
+    if any(_is_union_tag(p) for p in loc):
+        return f"Invalid type for '{param}'.", param
     return f"Invalid value for '{param}': {err.get('msg', 'invalid')}.", param
 
 
