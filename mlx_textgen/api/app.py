@@ -30,7 +30,7 @@ def _param(loc: tuple[Any, ...]) -> str | None:
     out = ""
     for part in loc[1:] if loc and loc[0] == "body" else loc:
         if _is_union_tag(part):
-            break
+            continue
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
     return out or None
 
@@ -48,7 +48,7 @@ def validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
         return f"Missing required parameter: '{param}'.", param
     if kind in ("model_attributes_type", "dict_type") and not param:
         return "The request body must be a JSON object.", None
-    if any(_is_union_tag(p) for p in loc):
+    if any(_is_union_tag(p) for p in loc) and kind.endswith("_type"):
         return f"Invalid type for '{param}'.", param
     return f"Invalid value for '{param}': {err.get('msg', 'invalid')}.", param
 
@@ -129,7 +129,12 @@ def create_app(engine: Engine, api_keys: list[str], max_body_bytes: int) -> Fast
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
-        return {"status": "ok", "models": list(engine.models), "in_flight": engine.in_flight}
+        return {
+            "status": "ok",
+            "models": list(engine.models),
+            "in_flight": engine.in_flight,
+            "stats": engine.stats,
+        }
 
     app.include_router(models.router)
     app.include_router(completions.router)

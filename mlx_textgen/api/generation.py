@@ -58,7 +58,10 @@ class Job:
 
     def requests(self) -> list[Request]:
         return [
-            Request(f"{self.response_id}-{i * self.n + j}", p, self.params, self.model)
+            Request(
+                f"{self.response_id}-{i * self.n + j}", p, self.params, self.model,
+                group=f"{self.response_id}-p{i}",
+            )
             for i, p in enumerate(self.prompts)
             for j in range(self.n)
         ]

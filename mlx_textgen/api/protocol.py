@@ -112,7 +112,11 @@ _UNSUPPORTED_CHAT = {
 
 
 class ChatCompletionRequest(_Common):
-    messages: Annotated[list[ChatMessage], Field(min_length=1)]
+    # A list of conversations (the original MLX-Textgen's extra) answers each of them.
+    messages: (
+        Annotated[list[ChatMessage], Field(min_length=1)]
+        | Annotated[list[Annotated[list[ChatMessage], Field(min_length=1)]], Field(min_length=1)]
+    )
     logprobs: StrictBool | None = None
     top_logprobs: Annotated[StrictInt, Field(ge=0, le=20)] | None = None
     max_completion_tokens: Annotated[StrictInt, Field(ge=1)] | None = None
@@ -143,6 +147,11 @@ class ChatCompletionRequest(_Common):
             raise bad_request(f"response_format {fmt!r} is not supported yet", "response_format")
         if self.top_logprobs is not None and not self.logprobs:
             raise bad_request("`top_logprobs` requires `logprobs: true`", "top_logprobs")
+
+    @property
+    def conversations(self) -> list[list[ChatMessage]]:
+        first = self.messages[0]
+        return self.messages if isinstance(first, list) else [self.messages]  # type: ignore[return-value]
 
     @property
     def max_new_tokens(self) -> int | None:

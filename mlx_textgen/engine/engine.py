@@ -21,6 +21,10 @@ class Overloaded(RuntimeError):
     """More requests than the server runs plus queues; the client should retry later."""
 
 
+class TooManyChoices(ValueError):
+    """One request asks for more sequences than the server could ever hold at once."""
+
+
 @dataclass(frozen=True)
 class EngineOptions:
     cache_root: Path
@@ -64,6 +68,11 @@ class Engine:
         self._loop.stop()
 
     @property
+    def stats(self) -> dict[str, int]:
+        """Token counters since start: prompt (received), prefill (computed), cached, decode."""
+        return dict(self._loop.stats)
+
+    @property
     def in_flight(self) -> int:
         return len(self._queues)
 
@@ -79,6 +88,11 @@ class Engine:
 
     def submit(self, requests: list[Request]) -> dict[str, asyncio.Queue[RequestOutput]]:
         limit = self.options.max_running_requests + self.options.max_queued_requests
+        if len(requests) > limit:
+            raise TooManyChoices(
+                f"the request asks for {len(requests)} sequences (prompts x n); this server "
+                f"holds at most {limit} (--max-running-requests + --max-queued-requests)"
+            )
         if self.in_flight + len(requests) > limit:
             raise Overloaded(
                 f"server is at capacity ({self.in_flight} sequences in flight, limit {limit})"

@@ -1,4 +1,9 @@
-"""The single thread that runs MLX: admit requests, step the batch, emit outputs."""
+"""The single thread that runs MLX: admit requests, prefill in chunks, decode in one batch.
+
+Each iteration: take commands (add, abort), admit waiting requests as prefill jobs while
+there is room, run one decode step for every running sequence, then spend a bounded
+prefill budget, so a long prompt never stalls the running streams for long.
+"""
 
 from __future__ import annotations
 
@@ -15,10 +20,11 @@ from typing import Any
 import mlx.core as mx
 
 from mlx_textgen import backend
+from mlx_textgen.config import ModelConfig
 from mlx_textgen.engine import sampling
+from mlx_textgen.engine.prefill import PrefillJob
 from mlx_textgen.engine.request import FinishReason, Request, RequestOutput, TokenLogprob
 from mlx_textgen.engine.sequence import Sequence
-from mlx_textgen.config import ModelConfig
 from mlx_textgen.models.loader import ModelInfo, load_weights, prepare
 
 log = logging.getLogger("mlx_textgen.engine")
@@ -41,21 +47,18 @@ class _Loaded:
     def __init__(self, info: ModelInfo, options: LoopOptions) -> None:
         self.info = info
         self.model = load_weights(info)
-        self.vocab_size = self._vocab_size()
-        self.generator = self._new_generator(options)
+        self.vocab_size = int(self.model(mx.array([[0]])).shape[-1])
+        self.prefill_budget = info.config.preprocess_batch_size or options.prefill_step_size
+        self.running = max(1, options.max_running_requests)
+        self.generator = self.new_generator()
 
-    def _vocab_size(self) -> int:
-        probe = self.model(mx.array([[0]]))
-        return int(probe.shape[-1])
-
-    def _new_generator(self, options: LoopOptions) -> Any:
-        running = max(1, options.max_running_requests)
+    def new_generator(self) -> Any:
         return backend.BatchGenerator(
-            self.model,
-            completion_batch_size=running,
-            prefill_batch_size=min(8, running),
-            prefill_step_size=self.info.config.preprocess_batch_size or options.prefill_step_size,
+            self.model, completion_batch_size=self.running, prefill_batch_size=self.running
         )
+
+    def new_cache(self) -> list[Any]:
+        return backend.make_prompt_cache(self.model)
 
 
 class EngineLoop:
@@ -70,11 +73,14 @@ class EngineLoop:
         self._emit = emit
         self._inbox: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
         self._waiting: deque[Request] = deque()
+        self._prefill: deque[PrefillJob] = deque()
         self._by_uid: dict[int, Sequence] = {}
         self._by_id: dict[str, Sequence] = {}
         self._loaded: _Loaded | None = None
         self._thread = threading.Thread(target=self._run, name="mlx-engine", daemon=True)
         self._stopping = False
+        # Counters read by other threads (plain ints: the GIL keeps reads whole).
+        self.stats = {"prompt_tokens": 0, "prefill_tokens": 0, "cached_tokens": 0, "decode_tokens": 0}
 
     # -- called from other threads -------------------------------------------------
     def start(self) -> None:
@@ -109,19 +115,22 @@ class EngineLoop:
         if not self._startup():
             return
         while not self._stopping:
-            self._drain(block=not self._by_id and not self._waiting)
+            self._drain(block=not (self._by_id or self._waiting))
             try:
                 self._admit()
-                if self._by_id:
-                    self._step()
+                if self._by_uid:
+                    self._decode()
+                if self._prefill:
+                    self._prefill_step()
+                self._expire()
             except Exception as exc:  # keep serving: fail what was running, start afresh
                 log.exception("engine step failed")
                 self._fail_all(f"internal error: {exc}")
 
     def _drain(self, block: bool) -> None:
-        while True:
+        while not self._stopping:
             try:
-                cmd, arg = self._inbox.get(block=block, timeout=None)
+                cmd, arg = self._inbox.get(block=block)
             except queue.Empty:
                 return
             block = False
@@ -129,22 +138,33 @@ class EngineLoop:
                 self._waiting.append(arg)
             elif cmd == "abort":
                 self._abort(arg)
-            elif cmd == "load":
-                self._switch_to(arg)
             elif cmd == "stop":
                 self._stopping = True
-                return
+
+    def _next_group(self) -> list[Request]:
+        first = self._waiting[0]
+        group = [first]
+        for req in list(self._waiting)[1:]:
+            if first.group is None or req.group != first.group:
+                break
+            group.append(req)
+        return group
 
     def _admit(self) -> None:
-        """Hand waiting requests to the generator; another model's wait for the running ones."""
+        """Start prefill for waiting requests while there is room; another model's
+        requests wait until the running ones finish, then the model is swapped."""
         while self._waiting:
-            req = self._waiting[0]
-            if self._loaded is None or self._loaded.info.name != req.model:
+            group = self._next_group()
+            if self._loaded is None or self._loaded.info.name != group[0].model:
                 if self._by_id:
                     return
-                self._switch_to(req.model)
-            self._waiting.popleft()
-            self._insert(req)
+                self._switch_to(group[0].model)
+            assert self._loaded is not None
+            if self._by_id and len(self._by_id) + len(group) > self._loaded.running:
+                return
+            for _ in group:
+                self._waiting.popleft()
+            self._start_prefill(group)
 
     def _switch_to(self, name: str) -> None:
         if self._loaded is not None and self._loaded.info.name == name:
@@ -154,50 +174,81 @@ class EngineLoop:
         log.info("loading model %s", name)
         self._loaded = _Loaded(self.models[name], self.options)
 
-    def _insert(self, req: Request) -> None:
+    def _start_prefill(self, group: list[Request]) -> None:
         loaded = self._loaded
         assert loaded is not None
-        info, params = loaded.info, req.params
+        job = PrefillJob(group, loaded.new_cache())
+        self.stats["prompt_tokens"] += len(job.prompt)
+        self.stats["cached_tokens"] += job.cached_tokens
+        for req in group:
+            seq = self._new_sequence(req, loaded.info)
+            seq.cached_tokens = job.cached_tokens
+            self._by_id[req.request_id] = seq
+        self._prefill.append(job)
+
+    def _new_sequence(self, req: Request, info: ModelInfo) -> Sequence:
+        params = req.params
         stop_ids = set(params.stop_token_ids) | (set() if params.ignore_eos else set(info.eos_token_ids))
-        seq = Sequence(
+        return Sequence(
             req,
             lambda ids: info.hf_tokenizer.decode(ids, skip_special_tokens=params.skip_special_tokens),
             frozenset(stop_ids),
             info.extra_stop_words,
         )
-        stop_sequences = backend.StopSequences([[t] for t in sorted(stop_ids)] or None)
-        procs = sampling.make_logits_processors(
-            params, len(req.prompt_ids), loaded.vocab_size, frozenset(stop_ids)
-        )
-        (uid,) = loaded.generator.insert(
-            [req.prompt_ids],
-            max_tokens=[params.max_tokens],
-            samplers=[sampling.make_sampler(params)],
-            logits_processors=[procs],
-            stop_sequences=[stop_sequences],
-        )
-        seq.uid = uid
-        self._by_uid[uid] = seq
-        self._by_id[req.request_id] = seq
 
-    def _step(self) -> None:
+    def _prefill_step(self) -> None:
+        """Spend this step's prefill budget, oldest job first; hand finished jobs to decode."""
+        loaded = self._loaded
+        assert loaded is not None
+        budget = loaded.prefill_budget
+        with mx.stream(loaded.generator.stream):
+            while self._prefill and budget > 0:
+                job = self._prefill[0]
+                done = job.step(loaded.model, budget)
+                budget -= done
+                self.stats["prefill_tokens"] += done
+                if not job.done:
+                    break
+                self._prefill.popleft()
+                self._start_decode(job)
+
+    def _start_decode(self, job: PrefillJob) -> None:
+        loaded = self._loaded
+        assert loaded is not None
+        for req in job.requests:
+            seq = self._by_id[req.request_id]
+            params = req.params
+            procs = sampling.make_logits_processors(
+                params, len(req.prompt_ids), loaded.vocab_size, seq.stop_token_ids
+            )
+            stops = backend.StopSequences([[t] for t in sorted(seq.stop_token_ids)] or None)
+            (uid,) = loaded.generator.insert(
+                [req.prompt_ids[-1:]],
+                max_tokens=[params.max_tokens],
+                caches=[job.cache],
+                all_tokens=[list(req.prompt_ids[:-1])],
+                samplers=[sampling.make_sampler(params)],
+                logits_processors=[procs],
+                stop_sequences=[stops],
+            )
+            seq.uid = uid
+            self._by_uid[uid] = seq
+
+    def _decode(self) -> None:
         loaded = self._loaded
         assert loaded is not None
         _, responses = loaded.generator.next()
-        finished: list[int] = []
+        self.stats["decode_tokens"] += len(responses)
         for r in responses:
             seq = self._by_uid.get(r.uid)
             if seq is None:
                 continue
             out = seq.on_token(r.token, r.finish_reason, self._logprob(seq, r))
             if out.finished:
-                finished.append(r.uid)
                 if r.finish_reason is None:  # a stop string: the generator doesn't know
                     loaded.generator.remove([r.uid])
+                self._forget(seq)
             self._emit(out)
-        for uid in finished:
-            self._forget(self._by_uid[uid])
-        self._expire()
 
     def _logprob(self, seq: Sequence, r: Any) -> TokenLogprob | None:
         k = seq.request.params.logprobs
@@ -220,12 +271,9 @@ class EngineLoop:
                 del self._waiting[i]
                 return
         seq = self._by_id.get(request_id)
-        if seq is None:
-            return
-        if self._loaded is not None and seq.uid is not None:
-            self._loaded.generator.remove([seq.uid])
-        self._forget(seq)
-        self._emit(seq.finish(FinishReason.ABORT))
+        if seq is not None:
+            self._release(seq)
+            self._emit(seq.finish(FinishReason.ABORT))
 
     def _expire(self) -> None:
         timeout = self.options.request_timeout
@@ -233,10 +281,17 @@ class EngineLoop:
             return
         now = time.monotonic()
         for seq in [s for s in self._by_id.values() if now - s.request.arrival_time > timeout]:
-            if self._loaded is not None and seq.uid is not None:
-                self._loaded.generator.remove([seq.uid])
-            self._forget(seq)
+            self._release(seq)
             self._emit(seq.finish(FinishReason.ERROR, f"request timed out after {timeout:g}s", 504))
+
+    def _release(self, seq: Sequence) -> None:
+        """Free a sequence's memory now: out of the decode batch or its prefill job."""
+        if seq.uid is not None and self._loaded is not None:
+            self._loaded.generator.remove([seq.uid])
+        for job in list(self._prefill):
+            if job.drop(seq.request_id):
+                self._prefill.remove(job)
+        self._forget(seq)
 
     def _forget(self, seq: Sequence) -> None:
         self._by_id.pop(seq.request_id, None)
@@ -247,5 +302,6 @@ class EngineLoop:
         for seq in list(self._by_id.values()):
             self._forget(seq)
             self._emit(seq.finish(FinishReason.ERROR, message))
+        self._prefill.clear()
         if self._loaded is not None:
-            self._loaded.generator = self._loaded._new_generator(self.options)
+            self._loaded.generator = self._loaded.new_generator()

@@ -48,6 +48,7 @@ class Request:
     prompt_ids: list[int]
     params: SamplingParams
     model: str
+    group: str | None = None  # requests of one group share a prompt: prefilled once, then forked
     arrival_time: float = field(default_factory=time.monotonic)
 
 

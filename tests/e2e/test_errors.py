@@ -121,3 +121,8 @@ def test_still_healthy_after_errors(server, client):
     assert server.health()["status"] == "ok"
     r = client.completions.create(model=MODEL, prompt="Hi", max_tokens=1)
     assert r.choices[0].finish_reason in ("stop", "length")
+
+
+def test_list_of_conversations_validates_each(server):
+    body = {"model": MODEL, "messages": [MSG, []]}
+    assert_error(post(server, "/v1/chat/completions", body), 400)

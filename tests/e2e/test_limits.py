@@ -65,3 +65,8 @@ def test_timeout_non_stream_is_504(tight):
     r = httpx.post(f"{tight.base_url}/v1/completions", json=LONG, timeout=60)
     assert r.status_code == 504 and r.json()["error"]["param"] is None
     assert tight.health()["status"] == "ok"
+
+
+def test_more_choices_than_capacity_is_400(tight):
+    r = httpx.post(f"{tight.base_url}/v1/completions", json=LONG | {"n": 2, "max_tokens": 1}, timeout=60)
+    assert r.status_code == 400 and r.json()["error"]["param"] == "n"

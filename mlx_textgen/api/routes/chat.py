@@ -94,10 +94,10 @@ def normalize_messages(messages: list[ChatMessage]) -> list[dict[str, Any]]:
     return out
 
 
-def _render(info: Any, body: ChatCompletionRequest) -> list[int]:
+def _render(info: Any, body: ChatCompletionRequest, conversation: list[ChatMessage]) -> list[int]:
     from mlx_textgen.chat.templates import ChatTemplateError, render_chat
 
-    messages = normalize_messages(body.messages)
+    messages = normalize_messages(conversation)
     cont = messages[-1]["role"] == "assistant"
     tok = info.hf_tokenizer
     preset = info.config.default_template or (None if info.chat_template else "chatml")
@@ -121,9 +121,10 @@ def _render(info: Any, body: ChatCompletionRequest) -> list[int]:
 async def chat_completions(body: ChatCompletionRequest, http: Request) -> Any:
     body.check_supported()
     info = resolve_model(http, body.model)
-    prompt = await run_in_threadpool(_render, info, body)
-    max_tokens = budget_tokens(info, [prompt], body.max_new_tokens, "max_completion_tokens" if body.max_completion_tokens else "max_tokens")
+    prompts = [await run_in_threadpool(_render, info, body, c) for c in body.conversations]
+    param = "max_completion_tokens" if body.max_completion_tokens else "max_tokens"
+    max_tokens = budget_tokens(info, prompts, body.max_new_tokens, param)
     return await run(
-        http, body, info, [prompt], max_tokens=max_tokens, logprobs=body.logprobs_k,
+        http, body, info, prompts, max_tokens=max_tokens, logprobs=body.logprobs_k,
         renderer=ChatRenderer(bool(body.logprobs)), body=body,
     )

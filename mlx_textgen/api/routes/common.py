@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from mlx_textgen.api.errors import APIError, bad_request
 from mlx_textgen.api.generation import Job, Renderer, collect, stream_sse, usage
 from mlx_textgen.api.protocol import _Common, to_sampling_params
-from mlx_textgen.engine.engine import Overloaded
+from mlx_textgen.engine.engine import Overloaded, TooManyChoices
 
 if TYPE_CHECKING:
     from mlx_textgen.engine.engine import Engine
@@ -85,6 +85,8 @@ async def run(
     job = Job(model=info.name, prompts=prompts, n=req.choices, params=params)
     try:
         stream = engine_of(http).open(job.requests())
+    except TooManyChoices as exc:
+        raise bad_request(str(exc), "n") from None
     except Overloaded as exc:
         raise APIError(503, str(exc), code="server_overloaded", headers={"Retry-After": "1"}) from None
 

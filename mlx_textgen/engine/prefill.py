@@ -1,0 +1,51 @@
+"""Chunked prefill of one prompt, shared by the n choices that sample from it.
+
+The prompt (all but its last token) is run through the model a chunk at a time, so a long
+prompt interleaves with the decode steps of running streams instead of freezing them.
+When it is done, every choice starts decoding from the same cache: mlx-lm's batch caches
+copy a sequence's cache when they merge it, so one prefill serves all n choices.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import mlx.core as mx
+
+from mlx_textgen.engine.request import Request
+
+
+class PrefillJob:
+    """The prompt of a group of requests (n > 1 choices share one) being prefilled."""
+
+    def __init__(self, requests: list[Request], cache: list[Any], start: int = 0) -> None:
+        self.requests = requests
+        self.prompt = requests[0].prompt_ids
+        self.cache = cache  # per-layer mlx-lm caches, already holding prompt[:start]
+        self.position = start
+        self.cached_tokens = start
+
+    @property
+    def target(self) -> int:
+        """Tokens to prefill: all but the last, which the first decode step consumes."""
+        return len(self.prompt) - 1
+
+    @property
+    def done(self) -> bool:
+        return self.position >= self.target
+
+    def step(self, model: Any, budget: int) -> int:
+        """Prefill up to `budget` more tokens; returns how many were computed."""
+        n = min(budget, self.target - self.position)
+        if n <= 0:
+            return 0
+        chunk = mx.array(self.prompt[self.position : self.position + n])[None]
+        model(chunk, cache=self.cache)
+        mx.eval([c.state for c in self.cache])
+        self.position += n
+        return n
+
+    def drop(self, request_id: str) -> bool:
+        """Forget one request (aborted); True when none are left."""
+        self.requests = [r for r in self.requests if r.request_id != request_id]
+        return not self.requests
