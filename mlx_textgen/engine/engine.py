@@ -26,6 +26,14 @@ class TooManyChoices(ValueError):
 
 
 @dataclass(frozen=True)
+class Submission:
+    """The requests of one HTTP request, whose outputs share one queue."""
+
+    queue: asyncio.Queue[tuple[int, RequestOutput]]
+    request_ids: list[str]
+
+
+@dataclass(frozen=True)
 class EngineOptions:
     cache_root: Path
     cpu_weights: str = "float"
@@ -39,7 +47,8 @@ class Engine:
 
     def __init__(self, configs: list[ModelConfig], options: EngineOptions) -> None:
         self.options = options
-        self._queues: dict[str, asyncio.Queue[RequestOutput]] = {}
+        # request id -> (the queue of its submission, its index there)
+        self._routes: dict[str, tuple[asyncio.Queue[tuple[int, RequestOutput]], int]] = {}
         self._aio: asyncio.AbstractEventLoop | None = None
         self._loop = EngineLoop(
             configs,
@@ -74,19 +83,21 @@ class Engine:
 
     @property
     def in_flight(self) -> int:
-        return len(self._queues)
+        return len(self._routes)
 
-    def _emit(self, out: RequestOutput) -> None:
-        # Runs on the MLX thread.
+    def _emit(self, outs: list[RequestOutput]) -> None:
+        # Runs on the MLX thread: one hand-over per step, not per token.
         assert self._aio is not None
-        self._aio.call_soon_threadsafe(self._deliver, out)
+        self._aio.call_soon_threadsafe(self._deliver, outs)
 
-    def _deliver(self, out: RequestOutput) -> None:
-        q = self._queues.get(out.request_id)
-        if q is not None:
-            q.put_nowait(out)
+    def _deliver(self, outs: list[RequestOutput]) -> None:
+        for out in outs:
+            target = self._routes.get(out.request_id)
+            if target is not None:
+                target[0].put_nowait((target[1], out))
 
-    def submit(self, requests: list[Request]) -> dict[str, asyncio.Queue[RequestOutput]]:
+    def submit(self, requests: list[Request]) -> Submission:
+        """Queue `requests` for the MLX thread; outputs of all of them arrive on one queue."""
         limit = self.options.max_running_requests + self.options.max_queued_requests
         if len(requests) > limit:
             raise TooManyChoices(
@@ -97,15 +108,15 @@ class Engine:
             raise Overloaded(
                 f"server is at capacity ({self.in_flight} sequences in flight, limit {limit})"
             )
-        queues = {}
-        for req in requests:
-            queues[req.request_id] = self._queues[req.request_id] = asyncio.Queue()
+        sub = Submission(asyncio.Queue(), [r.request_id for r in requests])
+        for i, req in enumerate(requests):
+            self._routes[req.request_id] = (sub.queue, i)
             self._loop.submit(req)
-        return queues
+        return sub
 
     def abort(self, request_ids: list[str]) -> None:
         for rid in request_ids:
-            if self._queues.pop(rid, None) is not None:
+            if self._routes.pop(rid, None) is not None:
                 self._loop.abort(rid)
 
     def open(self, requests: list[Request]) -> AsyncIterator[tuple[int, RequestOutput]]:
@@ -113,23 +124,14 @@ class Engine:
         (index, output) in arrival order. Closing it early (client gone) aborts the rest."""
         return self._iterate(self.submit(requests))
 
-    async def _iterate(
-        self, queues: dict[str, asyncio.Queue[RequestOutput]]
-    ) -> AsyncIterator[tuple[int, RequestOutput]]:
-        pending = {asyncio.ensure_future(q.get()): i for i, q in enumerate(queues.values())}
-        ids = list(queues)
+    async def _iterate(self, sub: Submission) -> AsyncIterator[tuple[int, RequestOutput]]:
+        unfinished = len(sub.request_ids)
         try:
-            while pending:
-                done, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-                for fut in sorted(done, key=lambda f: pending[f]):
-                    i = pending.pop(fut)
-                    out = fut.result()
-                    yield i, out
-                    if out.finished:
-                        self._queues.pop(ids[i], None)
-                    else:
-                        pending[asyncio.ensure_future(queues[ids[i]].get())] = i
+            while unfinished:
+                i, out = await sub.queue.get()
+                if out.finished:
+                    unfinished -= 1
+                    self._routes.pop(sub.request_ids[i], None)
+                yield i, out
         finally:
-            for fut in pending:
-                fut.cancel()
-            self.abort([rid for rid in ids if rid in self._queues])
+            self.abort([rid for rid in sub.request_ids if rid in self._routes])

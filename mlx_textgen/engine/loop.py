@@ -29,7 +29,7 @@ from mlx_textgen.models.loader import ModelInfo, load_weights, prepare
 
 log = logging.getLogger("mlx_textgen.engine")
 
-Emit = Callable[[RequestOutput], None]
+Emit = Callable[[list[RequestOutput]], None]  # called once per step with that step's outputs
 
 
 @dataclass(frozen=True)
@@ -51,6 +51,7 @@ class _Loaded:
         self.prefill_budget = info.config.preprocess_batch_size or options.prefill_step_size
         self.running = max(1, options.max_running_requests)
         self.generator = self.new_generator()
+        self.token_text = info.decoder(skip_special_tokens=False)  # logprob entries show every token
 
     def new_generator(self) -> Any:
         return backend.BatchGenerator(
@@ -191,7 +192,7 @@ class EngineLoop:
         stop_ids = set(params.stop_token_ids) | (set() if params.ignore_eos else set(info.eos_token_ids))
         return Sequence(
             req,
-            lambda ids: info.hf_tokenizer.decode(ids, skip_special_tokens=params.skip_special_tokens),
+            info.decoder(params.skip_special_tokens),
             frozenset(stop_ids),
             info.extra_stop_words,
         )
@@ -239,6 +240,7 @@ class EngineLoop:
         assert loaded is not None
         _, responses = loaded.generator.next()
         self.stats["decode_tokens"] += len(responses)
+        outputs = []
         for r in responses:
             seq = self._by_uid.get(r.uid)
             if seq is None:
@@ -248,14 +250,16 @@ class EngineLoop:
                 if r.finish_reason is None:  # a stop string: the generator doesn't know
                     loaded.generator.remove([r.uid])
                 self._forget(seq)
-            self._emit(out)
+            outputs.append(out)
+        if outputs:
+            self._emit(outputs)
 
     def _logprob(self, seq: Sequence, r: Any) -> TokenLogprob | None:
         k = seq.request.params.logprobs
         if k is None or (r.finish_reason == "stop" and r.token in seq.stop_token_ids):
             return None
         lp = r.logprobs
-        decode = self._loaded.info.hf_tokenizer.decode  # type: ignore[union-attr]
+        decode = self._loaded.token_text  # type: ignore[union-attr]
         top: tuple[tuple[int, str, float], ...] = ()
         if k > 0:
             idx = mx.argpartition(-lp, kth=k - 1)[:k]
@@ -273,7 +277,7 @@ class EngineLoop:
         seq = self._by_id.get(request_id)
         if seq is not None:
             self._release(seq)
-            self._emit(seq.finish(FinishReason.ABORT))
+            self._emit([seq.finish(FinishReason.ABORT)])
 
     def _expire(self) -> None:
         timeout = self.options.request_timeout
@@ -282,7 +286,7 @@ class EngineLoop:
         now = time.monotonic()
         for seq in [s for s in self._by_id.values() if now - s.request.arrival_time > timeout]:
             self._release(seq)
-            self._emit(seq.finish(FinishReason.ERROR, f"request timed out after {timeout:g}s", 504))
+            self._emit([seq.finish(FinishReason.ERROR, f"request timed out after {timeout:g}s", 504)])
 
     def _release(self, seq: Sequence) -> None:
         """Free a sequence's memory now: out of the decode batch or its prefill job."""
@@ -301,7 +305,7 @@ class EngineLoop:
     def _fail_all(self, message: str) -> None:
         for seq in list(self._by_id.values()):
             self._forget(seq)
-            self._emit(seq.finish(FinishReason.ERROR, message))
+            self._emit([seq.finish(FinishReason.ERROR, message)])
         self._prefill.clear()
         if self._loaded is not None:
             self._loaded.generator = self._loaded.new_generator()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,15 @@ class ModelInfo:
     @property
     def hf_tokenizer(self) -> Any:
         return self.tokenizer._tokenizer
+
+    def decoder(self, skip_special_tokens: bool = True) -> Callable[[Sequence[int]], str]:
+        """A fast `ids -> text`: the Rust tokenizer directly where that gives the same text
+        as transformers' decode (it skips a Python layer that costs more than the decode)."""
+        hf = self.hf_tokenizer
+        fast = getattr(hf, "backend_tokenizer", None)
+        if fast is not None and not getattr(hf, "clean_up_tokenization_spaces", False):
+            return lambda ids: fast.decode(list(ids), skip_special_tokens=skip_special_tokens)
+        return lambda ids: hf.decode(ids, skip_special_tokens=skip_special_tokens)
 
     @property
     def chat_template(self) -> str | None:
