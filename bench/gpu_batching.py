@@ -1,0 +1,212 @@
+"""Continuous batching on a GPU: the server against mlx-lm's raw BatchGenerator (and, at one
+stream, against mlx-lm's single-sequence generate_step), on randomly initialised models of
+Llama-3.2-1B's and Llama-3.1-8B's shapes in bf16, created on the device. EOS is ignored;
+the weights don't matter for speed.
+
+    python bench/gpu_batching.py --shapes 1b,8b --levels 1,2,4,8,16 --tokens 128 [--out DIR]
+
+Both sides are timed the same way: from submitting the wave to its last token, with short
+(32-token) prompts, so the figure is dominated by decode.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+SHAPES = {
+    "tiny": dict(hidden_size=128, num_hidden_layers=2, intermediate_size=256, num_attention_heads=4,
+                 num_key_value_heads=2, head_dim=32, tie_word_embeddings=True),  # a CPU smoke test
+    "1b": dict(hidden_size=2048, num_hidden_layers=16, intermediate_size=8192, num_attention_heads=32,
+               num_key_value_heads=8, head_dim=64, tie_word_embeddings=True),
+    "8b": dict(hidden_size=4096, num_hidden_layers=32, intermediate_size=14336, num_attention_heads=32,
+               num_key_value_heads=8, head_dim=128, tie_word_embeddings=False),
+}
+VOCAB = 128256
+PROMPT_LEN = 32
+
+
+def build_model_dir(shape: str, root: Path):
+    """A loadable model dir: random bf16 llama weights, config and a word-level tokenizer."""
+    import mlx.core as mx
+    from mlx.utils import tree_flatten
+    from mlx_lm.models import llama
+    from tokenizers import Tokenizer, models
+
+    cfg = dict(model_type="llama", vocab_size=VOCAB, rms_norm_eps=1e-5, rope_theta=500000.0,
+               max_position_embeddings=131072, **SHAPES[shape])
+    model = llama.Model(llama.ModelArgs.from_dict(cfg))
+    model.set_dtype(mx.bfloat16)
+    mx.eval(model.parameters())
+    out = root / shape
+    out.mkdir(parents=True, exist_ok=True)
+    weights = dict(tree_flatten(model.parameters()))
+    shard, size, index = {}, 0, 0
+    for name, w in weights.items():  # ~4 GB shards
+        shard[name] = w
+        size += w.nbytes
+        if size > 4 << 30:
+            mx.save_safetensors(str(out / f"model-{index:05d}.safetensors"), shard)
+            shard, size, index = {}, 0, index + 1
+    if shard:
+        mx.save_safetensors(str(out / f"model-{index:05d}.safetensors"), shard)
+    (out / "config.json").write_text(json.dumps(cfg | {"torch_dtype": "bfloat16"}))
+    tok = Tokenizer(models.WordLevel({f"t{i}": i for i in range(VOCAB)}, unk_token="t0"))
+    tok.save(str(out / "tokenizer.json"))
+    (out / "tokenizer_config.json").write_text(json.dumps(
+        {"tokenizer_class": "PreTrainedTokenizerFast", "eos_token": "t1", "bos_token": "t0"}))
+    return model, out
+
+
+def prompts(n: int) -> list[list[int]]:
+    rng = random.Random(n)
+    return [[rng.randrange(2, VOCAB) for _ in range(PROMPT_LEN)] for _ in range(n)]
+
+
+def raw_single(model, tokens: int) -> float:
+    import mlx.core as mx
+    from mlx_lm.generate import generate_step
+
+    t, first = None, None
+    for i, _ in enumerate(generate_step(mx.array(prompts(1)[0]), model, max_tokens=tokens)):
+        if i == 0:
+            first = time.perf_counter()
+    return (tokens - 1) / (time.perf_counter() - first)
+
+
+def raw_batch(model, n: int, tokens: int) -> float:
+    from mlx_lm.generate import BatchGenerator
+
+    gen = BatchGenerator(model, completion_batch_size=max(n, 16), prefill_batch_size=max(n, 16))
+    start = time.perf_counter()
+    gen.insert(prompts(n), max_tokens=[tokens] * n)
+    total, finished = 0, 0
+    while finished < n:
+        _, rs = gen.next()
+        total += len(rs)
+        finished += sum(1 for r in rs if r.finish_reason)
+    wall = time.perf_counter() - start
+    gen.close()
+    return total / wall
+
+
+async def server_wave(base: str, n: int, tokens: int, stream: bool = False) -> float:
+    body = {"model": "bench", "max_tokens": tokens, "temperature": 0, "ignore_eos": True}
+    async with httpx.AsyncClient(timeout=600) as http:
+        async def one(p: list[int]) -> int:
+            if not stream:
+                r = await http.post(f"{base}/v1/completions", json=body | {"prompt": p})
+                return r.json()["usage"]["completion_tokens"]
+            got = 0
+            async with http.stream("POST", f"{base}/v1/completions",
+                                   json=body | {"prompt": p, "stream": True}) as r:
+                async for line in r.aiter_lines():
+                    got += line.startswith("data: {")
+            return got
+
+        start = time.perf_counter()
+        counts = await asyncio.gather(*[one(p) for p in prompts(n)])
+        return sum(counts) / (time.perf_counter() - start)
+
+
+def server_single(base: str, tokens: int) -> float:
+    """Decode tok/s after the first token, through the streaming API (as raw_single)."""
+    body = {"model": "bench", "prompt": prompts(1)[0], "max_tokens": tokens, "temperature": 0,
+            "ignore_eos": True, "stream": True}
+    first, count = None, 0
+    with httpx.stream("POST", f"{base}/v1/completions", json=body, timeout=600) as r:
+        for line in r.iter_lines():
+            if line.startswith("data: {"):
+                count += 1
+                first = first or time.perf_counter()
+    return (count - 1) / (time.perf_counter() - first)
+
+
+def start_server(model_dir: Path, port: int, max_running: int) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "mlx_textgen", "serve", "--model-path", str(model_dir), "--model-name",
+           "bench", "--port", str(port), "--max-running-requests", str(max_running),
+           "--cache-dir", "/tmp/bench-cache", "--log-level", "warning"]
+    proc = subprocess.Popen(cmd)
+    deadline = time.monotonic() + 400
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError("server exited")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            time.sleep(0.5)
+    proc.kill()
+    raise RuntimeError("server did not start")
+
+
+def run_shape(shape: str, levels: list[int], tokens: int, port: int) -> dict:
+    import mlx.core as mx
+
+    t = time.perf_counter()
+    model, model_dir = build_model_dir(shape, Path("/tmp/bench-models"))
+    print(f"[{shape}] built and saved in {time.perf_counter() - t:.0f}s", flush=True)
+    raw_batch(model, 2, 8)  # warm-up / compile
+    res = {"shape": shape, "raw_single": raw_single(model, tokens), "levels": {}}
+    for n in levels:
+        res["levels"][n] = {"raw": raw_batch(model, n, tokens)}
+    del model
+    mx.clear_cache()
+    proc = start_server(model_dir, port, max(levels))
+    base = f"http://127.0.0.1:{port}"
+    try:
+        asyncio.run(server_wave(base, 2, 8))  # warm-up
+        res["server_single"] = server_single(base, tokens)
+        for n in levels:
+            res["levels"][n]["server"] = asyncio.run(server_wave(base, n, tokens))
+            res["levels"][n]["server_stream"] = asyncio.run(server_wave(base, n, tokens, stream=True))
+    finally:
+        proc.terminate()
+        proc.wait()
+    return res
+
+
+def report(res: dict) -> None:
+    s = res["shape"]
+    print(f"\n[{s}] 1 stream decode: generate_step {res['raw_single']:.1f} tok/s, server "
+          f"{res['server_single']:.1f} tok/s, ratio {res['server_single'] / res['raw_single']:.3f}")
+    print(f"[{s}] {'streams':>7} {'raw BatchGenerator':>20} {'server':>10} {'ratio':>7} {'server (SSE)':>13} {'ratio':>7}")
+    for n, r in res["levels"].items():
+        print(f"[{s}] {n:>7} {r['raw']:>20.1f} {r['server']:>10.1f} {r['server'] / r['raw']:>7.3f}"
+              f" {r['server_stream']:>13.1f} {r['server_stream'] / r['raw']:>7.3f}", flush=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--shapes", default="1b,8b")
+    ap.add_argument("--levels", default="1,2,4,8,16")
+    ap.add_argument("--tokens", type=int, default=128)
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args()
+    from mlx_textgen.blas import select_blas
+
+    select_blas("auto")  # the same BLAS as the server's on a CPU; nothing to do on a GPU
+    import mlx.core as mx
+
+    print("device:", mx.default_device(), flush=True)
+    levels = [int(x) for x in args.levels.split(",")]
+    results = []
+    for shape in args.shapes.split(","):
+        results.append(run_shape(shape, levels, args.tokens, 18000 + len(results)))
+        report(results[-1])
+    if args.out:
+        Path(args.out, "gpu_batching.json").write_text(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()
