@@ -1,0 +1,1 @@
+"""Persistent prompt cache: prefix index, disk tier and the glue to the model."""
