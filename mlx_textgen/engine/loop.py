@@ -25,6 +25,7 @@ from mlx_textgen.engine import sampling
 from mlx_textgen.engine.prefill import PrefillJob
 from mlx_textgen.engine.request import FinishReason, Request, RequestOutput, TokenLogprob
 from mlx_textgen.engine.sequence import Sequence
+from mlx_textgen.engine.solo import SoloDecoder
 from mlx_textgen.models.loader import ModelInfo, load_weights, prepare
 
 log = logging.getLogger("mlx_textgen.engine")
@@ -78,6 +79,7 @@ class EngineLoop:
         self._by_uid: dict[int, Sequence] = {}
         self._by_id: dict[str, Sequence] = {}
         self._loaded: _Loaded | None = None
+        self._solo: tuple[SoloDecoder, Sequence] | None = None
         self._thread = threading.Thread(target=self._run, name="mlx-engine", daemon=True)
         self._stopping = False
         # Counters read by other threads (plain ints: the GIL keeps reads whole).
@@ -119,7 +121,7 @@ class EngineLoop:
             self._drain(block=not (self._by_id or self._waiting))
             try:
                 self._admit()
-                if self._by_uid:
+                if self._by_uid or self._solo is not None:
                     self._decode()
                 if self._prefill:
                     self._prefill_step()
@@ -214,30 +216,82 @@ class EngineLoop:
                 self._start_decode(job)
 
     def _start_decode(self, job: PrefillJob) -> None:
+        """Prefill done: decode alone on plain caches if nothing else runs, else batched."""
         loaded = self._loaded
         assert loaded is not None
+        if self._solo is not None:
+            self._end_solo()
+        alone = len(job.requests) == 1 and not (self._by_uid or self._prefill or self._waiting)
         for req in job.requests:
             seq = self._by_id[req.request_id]
             params = req.params
+            sampler = sampling.make_sampler(params)
             procs = sampling.make_logits_processors(
                 params, len(req.prompt_ids), loaded.vocab_size, seq.stop_token_ids
             )
-            stops = backend.StopSequences([[t] for t in sorted(seq.stop_token_ids)] or None)
-            (uid,) = loaded.generator.insert(
-                [req.prompt_ids[-1:]],
-                max_tokens=[params.max_tokens],
-                caches=[job.cache],
-                all_tokens=[list(req.prompt_ids[:-1])],
-                samplers=[sampling.make_sampler(params)],
-                logits_processors=[procs],
-                stop_sequences=[stops],
+            if alone:
+                solo = SoloDecoder(
+                    loaded.model, job.cache, req.prompt_ids, sampler, procs,
+                    params.max_tokens, seq.stop_token_ids, uid=-1,
+                )
+                self._solo = (solo, seq)
+                return
+            self._insert_batch(
+                seq, req.prompt_ids[-1], job.cache, list(req.prompt_ids[:-1]),
+                params.max_tokens, sampler, procs,
             )
-            seq.uid = uid
-            self._by_uid[uid] = seq
+
+    def _insert_batch(
+        self, seq: Sequence, token: int, cache: list[Any], context: list[int],
+        max_tokens: int, sampler: Any, procs: list[Any],
+    ) -> None:
+        """Hand a sequence to the batch generator: feed `token` after `context` (in `cache`)."""
+        loaded = self._loaded
+        assert loaded is not None
+        stops = backend.StopSequences([[t] for t in sorted(seq.stop_token_ids)] or None)
+        (uid,) = loaded.generator.insert(
+            [[token]],
+            max_tokens=[max_tokens],
+            caches=[cache],
+            all_tokens=[context],
+            samplers=[sampler],
+            logits_processors=[procs],
+            stop_sequences=[stops],
+        )
+        seq.uid = uid
+        self._by_uid[uid] = seq
+
+    def _end_solo(self) -> None:
+        """Another sequence joins: the lone one moves into the batch where it left off."""
+        assert self._solo is not None
+        solo, seq = self._solo
+        self._solo = None
+        response, handover = solo.handover()
+        out = self._account(seq, response)
+        self._emit([out])
+        if handover is not None and not out.finished:
+            self._insert_batch(
+                seq, handover.next_token, handover.cache, handover.context,
+                handover.remaining, solo.sampler, solo.processors,
+            )
+
+    def _account(self, seq: Sequence, r: Any) -> RequestOutput:
+        out = seq.on_token(r.token, r.finish_reason, self._logprob(seq, r))
+        if out.finished:
+            self._forget(seq)
+        return out
 
     def _decode(self) -> None:
         loaded = self._loaded
         assert loaded is not None
+        if self._solo is not None:
+            solo, seq = self._solo
+            out = self._account(seq, solo.step())
+            if out.finished:
+                self._solo = None
+            self.stats["decode_tokens"] += 1
+            self._emit([out])
+            return
         _, responses = loaded.generator.next()
         self.stats["decode_tokens"] += len(responses)
         outputs = []
@@ -245,11 +299,9 @@ class EngineLoop:
             seq = self._by_uid.get(r.uid)
             if seq is None:
                 continue
-            out = seq.on_token(r.token, r.finish_reason, self._logprob(seq, r))
-            if out.finished:
-                if r.finish_reason is None:  # a stop string: the generator doesn't know
-                    loaded.generator.remove([r.uid])
-                self._forget(seq)
+            out = self._account(seq, r)
+            if out.finished and r.finish_reason is None:
+                loaded.generator.remove([r.uid])  # a stop string: the generator doesn't know
             outputs.append(out)
         if outputs:
             self._emit(outputs)
@@ -290,6 +342,8 @@ class EngineLoop:
 
     def _release(self, seq: Sequence) -> None:
         """Free a sequence's memory now: out of the decode batch or its prefill job."""
+        if self._solo is not None and self._solo[1] is seq:
+            self._solo = None
         if seq.uid is not None and self._loaded is not None:
             self._loaded.generator.remove([seq.uid])
         for job in list(self._prefill):
@@ -307,5 +361,6 @@ class EngineLoop:
             self._forget(seq)
             self._emit([seq.finish(FinishReason.ERROR, message)])
         self._prefill.clear()
+        self._solo = None
         if self._loaded is not None:
             self._loaded.generator = self._loaded.new_generator()
