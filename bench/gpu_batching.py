@@ -150,30 +150,38 @@ def start_server(model_dir: Path, port: int, max_running: int) -> subprocess.Pop
     raise RuntimeError("server did not start")
 
 
-def run_shape(shape: str, levels: list[int], tokens: int, port: int) -> dict:
-    import mlx.core as mx
+def run_shape(shape: str, levels: list[int], tokens: int, port: int, rounds: int) -> dict:
+    """Raw and server rounds interleaved, so both see the same machine; medians reported."""
+    from statistics import median
 
     t = time.perf_counter()
     model, model_dir = build_model_dir(shape, Path("/tmp/bench-models"))
     print(f"[{shape}] built and saved in {time.perf_counter() - t:.0f}s", flush=True)
-    raw_batch(model, 2, 8)  # warm-up / compile
-    res = {"shape": shape, "raw_single": raw_single(model, tokens), "levels": {}}
-    for n in levels:
-        res["levels"][n] = {"raw": raw_batch(model, n, tokens)}
-    del model
-    mx.clear_cache()
     proc = start_server(model_dir, port, max(levels))
     base = f"http://127.0.0.1:{port}"
     try:
-        asyncio.run(server_wave(base, 2, 8))  # warm-up
-        res["server_single"] = server_single(base, tokens)
+        raw_batch(model, 2, 8)  # warm-up / compile
+        asyncio.run(server_wave(base, 2, 8))
+        single = [(raw_single(model, tokens), server_single(base, tokens)) for _ in range(rounds)]
+        res = {"shape": shape, "raw_single": median(r for r, _ in single),
+               "server_single": median(s for _, s in single), "levels": {}}
         for n in levels:
-            res["levels"][n]["server"] = asyncio.run(server_wave(base, n, tokens))
-            res["levels"][n]["server_stream"] = asyncio.run(server_wave(base, n, tokens, stream=True))
+            runs = [(raw_batch(model, n, tokens), asyncio.run(server_wave(base, n, tokens)),
+                     asyncio.run(server_wave(base, n, tokens, stream=True))) for _ in range(rounds)]
+            res["levels"][n] = {k: median(r[i] for r in runs) for i, k in enumerate(("raw", "server", "server_stream"))}
+            print(f"[{shape}] {n} streams: " + ", ".join(f"{k} {v:.1f}" for k, v in res["levels"][n].items()), flush=True)
     finally:
         proc.terminate()
         proc.wait()
+    del model
+    mx_clear()
     return res
+
+
+def mx_clear() -> None:
+    import mlx.core as mx
+
+    mx.clear_cache()
 
 
 def report(res: dict) -> None:
@@ -192,6 +200,7 @@ def main() -> None:
     ap.add_argument("--levels", default="1,2,4,8,16")
     ap.add_argument("--tokens", type=int, default=128)
     ap.add_argument("--out", default=None)
+    ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args()
     from mlx_textgen.blas import select_blas
 
@@ -202,7 +211,7 @@ def main() -> None:
     levels = [int(x) for x in args.levels.split(",")]
     results = []
     for shape in args.shapes.split(","):
-        results.append(run_shape(shape, levels, args.tokens, 18000 + len(results)))
+        results.append(run_shape(shape, levels, args.tokens, 18000 + len(results), args.rounds))
         report(results[-1])
     if args.out:
         Path(args.out, "gpu_batching.json").write_text(json.dumps(results, indent=1))
