@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import sys
@@ -14,6 +15,10 @@ from mlx_textgen.config import ServerConfig
 log = logging.getLogger("mlx_textgen")
 
 
+class ModelLoadError(RuntimeError):
+    """A configured model could not be prepared or loaded."""
+
+
 def setup_logging(level: str) -> None:
     logging.basicConfig(
         level=level.upper(),
@@ -22,7 +27,9 @@ def setup_logging(level: str) -> None:
 
 
 def build_app(cfg: ServerConfig) -> Any:
-    """The ASGI app; the engine starts (and models load) in its lifespan."""
+    """Load the models on the engine's thread, then build the ASGI app around the engine.
+
+    Raises ModelLoadError (with a one-line reason) when a model can't be loaded."""
     # MLX may be imported only after the BLAS is chosen.
     from mlx_textgen.api.app import create_app
     from mlx_textgen.engine.engine import Engine, EngineOptions
@@ -37,11 +44,16 @@ def build_app(cfg: ServerConfig) -> Any:
             request_timeout=cfg.request_timeout,
         ),
     )
+    try:
+        engine.load()
+    except Exception as exc:  # noqa: BLE001 - any loader failure is reported the same way
+        engine.stop()
+        raise ModelLoadError(f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}") from exc
     app = create_app(engine, list(cfg.api_keys), cfg.max_body_bytes)
 
     @asynccontextmanager
     async def lifespan(_: Any) -> Any:
-        await engine.start()
+        engine.attach(asyncio.get_running_loop())
         log.info("serving %s on http://%s:%d/v1", ", ".join(engine.models), cfg.host, cfg.port)
         yield
         engine.stop()
@@ -60,5 +72,9 @@ def run(cfg: ServerConfig) -> None:
     select_blas(cfg.blas)
     import uvicorn
 
-    app = build_app(cfg)
+    try:
+        app = build_app(cfg)
+    except ModelLoadError as exc:
+        log.error("could not load the model(s): %s", exc)
+        raise SystemExit(1) from None
     uvicorn.run(app, host=cfg.host, port=cfg.port, log_level=cfg.log_level.lower(), access_log=False)

@@ -65,13 +65,16 @@ class Engine:
     def models(self) -> dict[str, ModelInfo]:
         return self._loop.models
 
-    async def start(self) -> None:
+    def load(self) -> None:
         """Start the MLX thread and wait until its models are ready (or raise why not)."""
-        self._aio = asyncio.get_running_loop()
         self._loop.start()
-        await asyncio.to_thread(self._loop.ready.wait)
+        self._loop.ready.wait()
         if self._loop.startup_error is not None:
             raise self._loop.startup_error
+
+    def attach(self, aio: asyncio.AbstractEventLoop) -> None:
+        """The event loop that outputs are delivered on (the server's)."""
+        self._aio = aio
 
     def stop(self) -> None:
         self._loop.stop()
