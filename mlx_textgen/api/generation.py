@@ -11,7 +11,7 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from fastapi import Request as HTTPRequest
@@ -59,12 +59,18 @@ class Job:
     def requests(self) -> list[Request]:
         return [
             Request(
-                f"{self.response_id}-{i * self.n + j}", p, self.params, self.model,
+                f"{self.response_id}-{i * self.n + j}", p, self._choice_params(j), self.model,
                 group=f"{self.response_id}-p{i}",
             )
             for i, p in enumerate(self.prompts)
             for j in range(self.n)
         ]
+
+    def _choice_params(self, j: int) -> SamplingParams:
+        # A seeded request with n > 1 should give n different samples, reproducibly.
+        if self.params.seed is None or j == 0:
+            return self.params
+        return replace(self.params, seed=self.params.seed + j)
 
     def states(self) -> list[ChoiceState]:
         return [ChoiceState(i, i // self.n) for i in range(len(self.prompts) * self.n)]

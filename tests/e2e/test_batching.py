@@ -76,3 +76,11 @@ def test_list_of_conversations(client):
     streamed = list(client.chat.completions.create(
         model=MODEL, messages=convs, max_tokens=3, temperature=0, stream=True))
     assert {c.choices[0].index for c in streamed} == {0, 1}
+
+
+def test_seeded_n_choices_differ_but_repeat(client):
+    kw = dict(model=MODEL, prompt="Once upon a time", max_tokens=8, temperature=1.0, seed=11, n=3,
+              extra_body={"ignore_eos": True})
+    a = [c.text for c in client.completions.create(**kw).choices]
+    b = [c.text for c in client.completions.create(**kw).choices]
+    assert a == b and len(set(a)) > 1
