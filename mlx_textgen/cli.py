@@ -13,6 +13,7 @@ import sys
 from dataclasses import fields
 from typing import Any
 
+from mlx_textgen.config_template import write_default_config
 from mlx_textgen.config import (
     CACHE_DIR_ENV,
     DEFAULT_CONFIG_FILENAME,
@@ -25,7 +26,6 @@ from mlx_textgen.config import (
     load_config,
     resolve_cache_dir,
     save_cache_dir,
-    write_default_config,
 )
 
 PROG = "mlx_textgen"

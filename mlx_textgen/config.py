@@ -13,7 +13,7 @@ import math
 import os
 import pathlib
 import re
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import yaml
@@ -477,102 +477,3 @@ def _write_atomic(path: pathlib.Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
-
-
-# ---------------------------------------------------------------------------- createconfig
-
-_MODEL_COMMENTS = {
-    "model_id_or_path": "local folder, .gguf file or Hugging Face repo id",
-    "tokenizer_repo_or_path": "tokenizer source; null = same as the model",
-    "model_kwargs": "extra keyword arguments for loading the model",
-    "tokenizer_kwargs": "extra keyword arguments for loading the tokenizer",
-    "model_name": "name clients put in requests; null = derived from the path",
-    "enable_cache": "keep prompt caches to skip re-processing shared prefixes",
-    "preprocess_batch_size": "prompt tokens processed per step",
-    "extra_stop_words": "extra strings that end generation",
-    "reasoning_parser": "e.g. deepseek_r1 to split <think> reasoning from the answer",
-    "default_template": f"chat template preset ({', '.join(TEMPLATE_PRESETS)}); null = the model's",
-    "revision": "branch, tag or commit when model_id_or_path is a repo id",
-}
-_SERVER_COMMENTS = {
-    "host": "address to listen on",
-    "port": "port to listen on",
-    "api_keys": "accepted API keys; empty = no authentication",
-    "min_tokens": "shortest prompt (tokens) worth keeping a cache for",
-    "max_reprocess_tokens": "most tokens re-processed rather than keeping a near-duplicate cache",
-    "replace_threshold": "shared-prefix fraction above which a new cache replaces an old one",
-    "max_capacity": "most caches kept per model; the oldest go first",
-    "use_reasoning_content": "put reasoning in reasoning_content instead of content",
-}
-_OWN_COMMENTS = {
-    "cache_dir": "null = $MLX_TEXTGEN_CACHE_DIR, the `cachedir --set` one, or ~/.cache/mlx_textgen",
-    "cpu_weights": "on CPU: float (dequantize, fast with a real BLAS) or native (keep quantized)",
-    "blas": "auto, off, or the path of a BLAS library to load before MLX",
-    "max_running_requests": "requests generated together",
-    "max_queued_requests": "requests waiting beyond that; more are refused",
-    "request_timeout": "seconds per request; null = no limit",
-    "max_body_bytes": "largest accepted request body",
-    "log_level": ", ".join(LOG_LEVELS),
-}
-
-
-def write_default_config(
-    path: str | os.PathLike[str] = DEFAULT_CONFIG_FILENAME, num_models: int = 1, force: bool = False
-) -> pathlib.Path:
-    """Write a commented config template with ``num_models`` placeholder models; returns its path.
-
-    ``path`` may be a directory (the file is then ``model_config.yaml`` inside it). An existing
-    file is only replaced with ``force``; otherwise FileExistsError is raised.
-    """
-    if isinstance(num_models, bool) or not isinstance(num_models, int) or num_models < 1:
-        raise ConfigError(f"must be at least 1; got {num_models!r}", key="num_models")
-    target = pathlib.Path(path).expanduser()
-    if target.is_dir():
-        target = target / DEFAULT_CONFIG_FILENAME
-    if target.exists() and not force:
-        raise FileExistsError(f"{target} already exists; use --force (force=True) to overwrite it")
-    _write_atomic(target, default_config_text(num_models))
-    return target
-
-
-def default_config_text(num_models: int) -> str:
-    """The YAML text ``write_default_config`` writes."""
-    defaults = {
-        f.name: _field_default(f) for f in fields(ServerConfig) if f.name != "model_configs"
-    }
-    model_defaults = {f.name: _field_default(f) for f in fields(ModelConfig)}
-    lines = [
-        "# MLX-Textgen configuration, written by `mlx_textgen createconfig`.",
-        "# Serve it with: mlx_textgen serve --config-file <this file>",
-        "# Flags given to `mlx_textgen serve` override the values in this file.",
-        "",
-        "model_configs:  # one entry per model; clients choose one by its name",
-    ]
-    for index in range(num_models):
-        entry = {**model_defaults, "model_id_or_path": f"/path/to/model_{index}"}
-        comments = _MODEL_COMMENTS if index == 0 else {}
-        body = _key_lines(entry, comments, indent="  ")
-        lines += ["- " + body[0][2:], *body[1:]]
-    lines += ["", *_key_lines({k: defaults[k] for k in _SERVER_COMMENTS}, _SERVER_COMMENTS)]
-    lines += ["", "# Options of this implementation (not read by the original MLX-Textgen):"]
-    own = _key_lines({k: defaults[k] for k in _OWN_COMMENTS}, _OWN_COMMENTS)
-    lines += ["# " + line for line in own]
-    return "\n".join(lines) + "\n"
-
-
-def _key_lines(values: dict[str, Any], comments: dict[str, str], indent: str = "") -> list[str]:
-    pairs = [f"{indent}{key}: {_yaml_scalar(value)}" for key, value in values.items()]
-    width = max(len(p) for p in pairs) + 2
-    return [
-        f"{pair:<{width}}# {comments[key]}" if key in comments else pair
-        for pair, key in zip(pairs, values)
-    ]
-
-
-def _yaml_scalar(value: Any) -> str:
-    text = yaml.safe_dump(value, default_flow_style=True, width=10_000)
-    return text.removesuffix("\n").removesuffix("\n...").strip()
-
-
-def _field_default(f: Any) -> Any:
-    return f.default_factory() if callable(f.default_factory) else f.default

@@ -23,61 +23,19 @@ every blob the index no longer lists (RAM when ``nbytes_ram == 0``, disk when no
 
 from __future__ import annotations
 
-import hashlib
-import heapq
 import itertools
-import struct
 import time
-from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, NamedTuple, Protocol
+from typing import Literal, NamedTuple
 
-_U32 = struct.Struct("<I")
+from mlx_textgen.cache.eviction import EvictionMixin
+from mlx_textgen.cache.node import Node, common_prefix, segment_key
+
+# Node, segment_key and SegmentRecordLike were defined here; importers may keep using this module.
+from mlx_textgen.cache.restore import RestoreMixin, SegmentRecordLike  # noqa: F401
+
 Tier = Literal["ram", "disk", "ram+disk"]
-
-
-def segment_key(parent_key: str, tokens: Sequence[int]) -> str:
-    """Key of the segment ``tokens`` whose parent has key ``parent_key``.
-
-    One step is ``sha256(parent_key.encode() + token as little-endian uint32)`` cut to 32
-    hex digits, chained token by token from the root, whose parent key is the fingerprint.
-    Per token, so that ``segment_key(segment_key(p, a), b) == segment_key(p, a + b)``: a
-    key names a prefix, not a segmentation, and a split never renames the nodes below it.
-    """
-    key = parent_key
-    for token in tokens:
-        key = hashlib.sha256(key.encode() + _U32.pack(token)).hexdigest()[:32]
-    return key
-
-
-@dataclass(eq=False, slots=True)
-class Node:
-    """One segment: the span ``tokens`` starting at token position ``start``."""
-
-    tokens: tuple[int, ...]
-    key: str
-    parent: Node | None
-    start: int
-    trimmable: bool
-    children: dict[int, Node] = field(default_factory=dict)
-    nbytes_ram: int = 0  # 0 when not resident in RAM
-    on_disk: bool = False
-    nbytes_disk: int = 0
-    is_boundary: bool = False  # an entry ends here
-    hits: int = 0
-    last_use: float = 0.0
-    lock_ref: int = 0  # pins on this node or any descendant
-
-    @property
-    def end(self) -> int:
-        """Position right after this segment: the length of its prefix."""
-        return self.start + len(self.tokens)
-
-    @property
-    def stored(self) -> bool:
-        """Whether this segment's blob exists in RAM or on disk."""
-        return self.nbytes_ram > 0 or self.on_disk
 
 
 @dataclass
@@ -111,23 +69,6 @@ class EntryInfo:
     last_use: float
 
 
-class SegmentRecordLike(Protocol):
-    """The fields of the disk tier's segment record that ``restore`` reads."""
-
-    @property
-    def key(self) -> str: ...
-    @property
-    def parent_key(self) -> str: ...
-    @property
-    def tokens(self) -> tuple[int, ...]: ...
-    @property
-    def nbytes(self) -> int: ...
-    @property
-    def trimmable(self) -> bool: ...
-    @property
-    def is_boundary(self) -> bool: ...
-
-
 class _Walk(NamedTuple):
     path: list[Node]  # nodes fully matched, root excluded
     partial: Node | None  # the node the query stopped inside, if any
@@ -135,8 +76,12 @@ class _Walk(NamedTuple):
     diverged_at: int | None
 
 
-class PrefixIndex:
-    """Radix tree of cached segments for one model fingerprint; one thread owns it."""
+class PrefixIndex(EvictionMixin, RestoreMixin):
+    """Radix tree of cached segments for one model fingerprint; one thread owns it.
+
+    Matching, inserting, pins and the entry list live here; eviction and replacement in
+    ``eviction.EvictionMixin``, restore from disk records in ``restore.RestoreMixin``.
+    """
 
     def __init__(self, fingerprint: str, *, clock: Callable[[], float] = time.monotonic) -> None:
         self.fingerprint = fingerprint
@@ -194,7 +139,7 @@ class PrefixIndex:
             child = node.children.get(query[pos])
             if child is None:
                 return _Walk(path, None, 0, pos if node.children else None)
-            m = _common_prefix(child.tokens, query, pos)
+            m = common_prefix(child.tokens, query, pos)
             if m < len(child.tokens):
                 return _Walk(path, child, m, pos + m if pos + m < len(query) else None)
             path.append(child)
@@ -242,7 +187,7 @@ class PrefixIndex:
                     node.is_boundary = True
                     created.append(node)
                 break
-            stop = min(pos + _common_prefix(child.tokens, query, pos), cuts[i])
+            stop = min(pos + common_prefix(child.tokens, query, pos), cuts[i])
             if stop < child.end:
                 created.extend(self._split(child, stop))
                 child = child.parent
@@ -314,158 +259,6 @@ class PrefixIndex:
         """Bytes of all blobs on disk, as recorded in ``nbytes_disk``."""
         return sum(node.nbytes_disk for node in self.nodes() if node.on_disk)
 
-    def evict_ram(self, budget_bytes: int) -> list[Node]:
-        """Drop RAM blobs, least recently used leaves first, until within the budget.
-
-        A node with a child in RAM is no leaf here; pinned nodes stay. Dropped nodes stay
-        in the tree while on disk; the others are pruned (``prune``) and returned as well.
-        """
-
-        def is_leaf(node: Node) -> bool:
-            ram_child = any(c.nbytes_ram > 0 for c in node.children.values())
-            return node.nbytes_ram > 0 and node.lock_ref == 0 and not ram_child
-
-        total = self.total_bytes_ram()
-        dropped: list[Node] = []
-        for node in _lru_pops(self.nodes(), is_leaf):
-            if total <= budget_bytes:
-                break
-            total -= node.nbytes_ram
-            node.nbytes_ram = 0
-            dropped.append(node)
-        return _merge(dropped, self.prune())
-
-    def evict_disk(
-        self, budget_bytes: int, nbytes_disk: Callable[[Node], int] | None = None
-    ) -> list[Node]:
-        """Delete disk blobs, least recently used leaves first, until within the budget.
-
-        ``nbytes_disk`` sizes a node on disk (default: its ``nbytes_disk``). A node with a
-        child on disk is no leaf here; pinned nodes stay. Nodes left without a blob are
-        pruned (``prune``) and returned as well.
-        """
-        size = nbytes_disk or (lambda node: node.nbytes_disk)
-
-        def is_leaf(node: Node) -> bool:
-            disk_child = any(c.on_disk for c in node.children.values())
-            return node.on_disk and node.lock_ref == 0 and not disk_child
-
-        removed = self.prune()
-        total = sum(size(node) for node in self.nodes() if node.on_disk)
-        dropped: list[Node] = []
-        for node in _lru_pops(self.nodes(), is_leaf):
-            if total <= budget_bytes:
-                break
-            total -= size(node)
-            node.on_disk, node.nbytes_disk = False, 0
-            dropped.append(node)
-        return _merge(removed, dropped, self.prune())
-
-    def prune(self) -> list[Node]:
-        """Remove the unpinned segments that hold no blob; return them.
-
-        Trimmable: such a segment breaks every chain through it, so its subtree goes too.
-        Checkpoint: it is a harmless branch point, so it goes only once it is a leaf.
-        """
-        removed: list[Node] = []
-        if self._trimmable is False:
-            for node in reversed(list(self.nodes())):  # children before parents
-                if not node.children and not node.stored and node.lock_ref == 0:
-                    removed.extend(self._remove_subtree(node))
-            return removed
-        stack = list(self._root.children.values())
-        while stack:
-            node = stack.pop()
-            if not node.stored and node.lock_ref == 0:
-                removed.extend(self._remove_subtree(node))
-            else:
-                stack.extend(node.children.values())
-        return removed
-
-    def evict_entries(self, max_entries: int) -> list[Node]:
-        """Keep at most ``max_entries`` entries, dropping the least recently used.
-
-        Dropping an entry clears its boundary; segments no entry needs any more are removed
-        and returned. Pinned entries stay, even beyond ``max_entries``.
-        """
-        entries = [node for node in self.nodes() if node.is_boundary]
-        excess = len(entries) - max_entries
-        unpinned = [node for node in entries if node.lock_ref == 0]
-        # Deeper first on ties: ``touch`` gives ancestors the time of their leaf.
-        unpinned.sort(key=lambda node: (node.last_use, -node.end))
-        return self._drop_entries(unpinned[: max(excess, 0)])
-
-    def _drop_entries(self, entries: list[Node]) -> list[Node]:
-        removed: list[Node] = []
-        for node in entries:
-            node.is_boundary = False
-            while node.parent is not None and not node.children:
-                if node.is_boundary or node.lock_ref > 0:
-                    break
-                parent = node.parent
-                removed.extend(self._remove_subtree(node))
-                node = parent
-        return removed
-
-    def _remove_subtree(self, node: Node) -> list[Node]:
-        assert node.parent is not None
-        del node.parent.children[node.tokens[0]]
-        removed, stack = [], [node]
-        while stack:
-            gone = stack.pop()
-            stack.extend(gone.children.values())
-            gone.parent, gone.children, gone.is_boundary = None, {}, False
-            gone.nbytes_ram, gone.on_disk, gone.nbytes_disk = 0, False, 0
-            removed.append(gone)
-        return removed
-
-    def replace_candidates(
-        self, tokens: Sequence[int], *, replace_threshold: float, max_reprocess_tokens: int
-    ) -> list[Node]:
-        """Entries that ``tokens`` (a prompt, or prompt plus completion, once inserted) replaces.
-
-        An entry E that branches off ``tokens`` after sharing ``s > 0`` tokens with it is
-        replaced when ``s >= replace_threshold * len(E)`` (the share of the old entry, as
-        the original MLX-Textgen measured it) and its unshared tail ``len(E) - s`` is at
-        most ``max_reprocess_tokens``. Entries that are a prefix of ``tokens``, or that
-        ``tokens`` is a prefix of, cost no bytes of their own and are never replaced;
-        pinned entries neither.
-        """
-        query = tuple(tokens)
-        walk = self._walk(query)
-        branches: list[tuple[int, Node]] = []  # (shared tokens, root of an off-path subtree)
-        on_path = [self._root, *walk.path]
-        for i, node in enumerate(on_path):
-            nxt = on_path[i + 1] if i + 1 < len(on_path) else walk.partial
-            if 0 < node.end < len(query):
-                branches.extend((node.end, c) for c in node.children.values() if c is not nxt)
-        if walk.partial is not None and walk.diverged_at is not None:
-            branches.append((walk.diverged_at, walk.partial))
-        found: list[Node] = []
-        for shared, top in branches:
-            stack = [top]
-            while stack:
-                node = stack.pop()
-                if node.end - shared > max_reprocess_tokens:
-                    continue  # deeper entries have longer tails still
-                if (
-                    node.is_boundary
-                    and not node.lock_ref
-                    and shared >= replace_threshold * node.end
-                ):
-                    found.append(node)
-                stack.extend(node.children.values())
-        return found
-
-    def drop_replaced(
-        self, tokens: Sequence[int], *, replace_threshold: float, max_reprocess_tokens: int
-    ) -> list[Node]:
-        """Drop the entries ``replace_candidates`` names (call after inserting ``tokens``)."""
-        found = self.replace_candidates(
-            tokens, replace_threshold=replace_threshold, max_reprocess_tokens=max_reprocess_tokens
-        )
-        return self._drop_entries(found)
-
     def segments_for(self, node: Node) -> list[Node]:
         """The segments whose blobs restore the prefix ending at ``node``, root first."""
         return self._ancestry(node)[::-1] if node.trimmable else [node]
@@ -495,96 +288,6 @@ class PrefixIndex:
             infos.append(EntryInfo(node.key, node.end, ram, disk, tier, node.hits, node.last_use))
         infos.sort(key=lambda info: info.last_use, reverse=True)
         return infos
-
-    def record_span(self, node: Node) -> tuple[str, tuple[int, ...]]:
-        """``(parent_key, tokens)`` to write in ``node``'s segment record.
-
-        Trimmable: the parent's key and the node's own span, since its blob is useless
-        without the chain above it. Checkpoint: the fingerprint and the whole prefix, since
-        its blob is the state of all those tokens; the record then relinks on its own,
-        whatever became of the nodes above it.
-        """
-        if node.trimmable:
-            assert node.parent is not None
-            return node.parent.key, node.tokens
-        prefix = [segment.tokens for segment in reversed(self._ancestry(node))]
-        return self.fingerprint, tuple(itertools.chain.from_iterable(prefix))
-
-    def restore(self, records: Iterable[SegmentRecordLike]) -> list[SegmentRecordLike]:
-        """Rebuild the tree from the disk tier's records; return the ones skipped.
-
-        Records (written as ``record_span`` says) link to their parent by ``parent_key``;
-        ``nbytes`` becomes the node's disk size (0: a branch point without blob). Skipped,
-        for the caller to delete: records whose key does not match their tokens, of
-        another cache kind, whose parent is missing, that collide with a sibling
-        (trimmable) or repeat a stored checkpoint.
-        """
-        skipped: list[SegmentRecordLike] = []
-        by_parent: dict[str, list[SegmentRecordLike]] = defaultdict(list)
-        for record in records:
-            intact = (
-                bool(record.tokens) and segment_key(record.parent_key, record.tokens) == record.key
-            )
-            if intact and self._trimmable is None:
-                self._trimmable = record.trimmable
-            if intact and record.trimmable == self._trimmable:
-                by_parent[record.parent_key].append(record)
-            else:
-                skipped.append(record)
-        known = {node.key: node for node in self.nodes()}
-        known[self._root.key] = self._root
-        skipped.extend(self._link_all(by_parent, known))
-        skipped.extend(itertools.chain.from_iterable(by_parent.values()))
-        return skipped
-
-    def _link_all(
-        self, by_parent: dict[str, list[SegmentRecordLike]], known: dict[str, Node]
-    ) -> list[SegmentRecordLike]:
-        """Link every record whose parent is known, parents first; return collisions."""
-        skipped: list[SegmentRecordLike] = []
-        queue = [key for key in by_parent if key in known]
-        while queue:
-            parent = known[queue.pop()]
-            # Shorter spans first, so a longer checkpoint span walks through the shorter.
-            for record in sorted(by_parent.pop(parent.key, []), key=lambda r: len(r.tokens)):
-                node = self._link(parent, record)
-                if node is None:
-                    skipped.append(record)
-                    continue
-                known[node.key] = node
-                if node.key in by_parent:
-                    queue.append(node.key)
-        return skipped
-
-    def _link(self, parent: Node, record: SegmentRecordLike) -> Node | None:
-        now = self._clock()
-        if self._trimmable:
-            if record.tokens[0] in parent.children:
-                return None
-            node = self._add_child(parent, record.tokens, now)
-        else:
-            node = self._place_checkpoint(parent, record.tokens, now)
-            if node.stored:
-                return None
-        assert node.key == record.key
-        node.on_disk, node.nbytes_disk = record.nbytes > 0, record.nbytes
-        node.is_boundary, node.last_use = record.is_boundary, now
-        return node
-
-    def _place_checkpoint(self, parent: Node, span: tuple[int, ...], now: float) -> Node:
-        """The node ending where ``span`` ends below ``parent``, splitting or adding one."""
-        node, pos = parent, 0  # ``pos``: tokens of ``span`` placed so far
-        while pos < len(span):
-            child = node.children.get(span[pos])
-            if child is None:
-                return self._add_child(node, span[pos:], now)
-            m = _common_prefix(child.tokens, span, pos)
-            if m < len(child.tokens):
-                self._split(child, child.start + m)  # a checkpoint split moves no blob
-                child = child.parent
-                assert child is not None
-            node, pos = child, pos + m
-        return node
 
 
 class IndexRegistry:
@@ -632,16 +335,6 @@ def _deepest_checkpoint(walk: _Walk, cap: int) -> tuple[list[Node], int]:
     return [], 0
 
 
-def _common_prefix(segment: tuple[int, ...], query: tuple[int, ...], pos: int) -> int:
-    """How many leading tokens of ``segment`` equal ``query[pos:]``."""
-    if query[pos : pos + len(segment)] == segment:
-        return len(segment)  # the common case, compared in C
-    for i, (a, b) in enumerate(zip(segment, query[pos:])):
-        if a != b:
-            return i
-    return min(len(segment), len(query) - pos)
-
-
 def _valid_cuts(boundaries: Sequence[int], length: int, min_tokens: int) -> list[int]:
     cuts = list(boundaries)
     if any(b <= a for a, b in itertools.pairwise(cuts)):
@@ -659,30 +352,4 @@ def _with_ancestors(nodes: Iterable[Node]) -> list[Node]:
         while current is not None and current.parent is not None and id(current) not in seen:
             seen[id(current)] = current
             current = current.parent
-    return list(seen.values())
-
-
-def _lru_pops(nodes: Iterable[Node], is_leaf: Callable[[Node], bool]) -> Iterator[Node]:
-    """Eviction leaves, least recently used first; a parent may turn into one.
-
-    The consumer must change each yielded node so that it is no longer a leaf.
-    """
-    order = itertools.count()
-    heap = [(n.last_use, -n.end, next(order), n) for n in nodes if is_leaf(n)]
-    heapq.heapify(heap)
-    while heap:
-        node = heapq.heappop(heap)[3]
-        if not is_leaf(node):
-            continue
-        yield node
-        parent = node.parent
-        if parent is not None and parent.parent is not None and is_leaf(parent):
-            heapq.heappush(heap, (parent.last_use, -parent.end, next(order), parent))
-
-
-def _merge(*groups: list[Node]) -> list[Node]:
-    """Concatenate without repeats, first occurrences in order."""
-    seen: dict[int, Node] = {}
-    for node in itertools.chain(*groups):
-        seen.setdefault(id(node), node)
     return list(seen.values())

@@ -1,17 +1,12 @@
 """Disk tier of the prompt cache: one safetensors file per KV-cache segment.
 
 Layout: ``<root>/<fingerprint>/<key[:2]>/<key>.safetensors``, where ``root`` is
-``<cache_dir>/prompt_cache``. Unreadable files go to ``<root>/quarantine/``.
+``<cache_dir>/prompt_cache``. Unreadable files go to ``<root>/quarantine/``. The file
+format (header fields, dtype map, checksum) is ``segment_file``'s; its names are
+re-exported here.
 
-Array convention: arrays arrive and leave as numpy, with a map ``name -> dtype string``
-("float32", "float16", "bfloat16", "int32", ...). numpy has no bfloat16, so such arrays
-travel as ``uint16`` views and their real dtype lives only in that map; ``get`` returns
-the same uint16 arrays and the same map, and the MLX thread views them back.
-
-Integrity: the safetensors metadata holds the record fields, the dtype map, the caller's
-meta, a format version, the size of the tensor data (so the whole file size is known from
-the header) and a blake2b checksum over the metadata and the tensors. ``get`` checks all of
-it; ``scan`` checks the header and the file size only, so a restart never reads tensor data.
+``get`` checks the whole file; ``scan`` checks the header and the file size only, so a
+restart never reads tensor data.
 
 Several processes may share one root: files appear only by atomic rename of a complete file
 (same key means same content, so the last writer wins harmlessly), and deletions take an
@@ -24,15 +19,10 @@ This module never imports mlx: it may run on a background writer thread.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hashlib
-import json
 import logging
 import os
 import re
 import secrets
-import struct
 import threading
 import time
 from collections.abc import Iterator
@@ -45,6 +35,21 @@ from typing import BinaryIO
 import numpy as np
 import safetensors.numpy
 
+# FORMAT_* and MAX_HEADER_BYTES are re-exported: they were defined here before the split.
+from mlx_textgen.cache.segment_file import (
+    FORMAT_NAME,  # noqa: F401
+    FORMAT_VERSION,  # noqa: F401
+    MAX_HEADER_BYTES,  # noqa: F401
+    CorruptSegment,
+    SegmentHeader,
+    SegmentRecord,
+    build_metadata,
+    check_identity,
+    checksum,
+    prepare_arrays,
+    read_header,
+)
+
 try:
     import fcntl
 except ImportError:  # Windows: see the module docstring
@@ -52,8 +57,6 @@ except ImportError:  # Windows: see the module docstring
 
 log = logging.getLogger("mlx_textgen.cache")
 
-FORMAT_NAME = "mlx_textgen.prompt_cache.segment"
-FORMAT_VERSION = "1"
 SUFFIX = ".safetensors"
 QUARANTINE_DIR = "quarantine"
 LOCK_FILE = ".lock"
@@ -62,49 +65,11 @@ TEMP_SUFFIX = ".tmp"
 TEMP_MAX_AGE_S = 3600.0
 # Quarantine is for post-mortems, not storage: keep only the newest few files.
 QUARANTINE_KEEP = 8
-# A real header is a few KB; a huge length prefix means garbage, so don't try to read it.
-MAX_HEADER_BYTES = 64 << 20
 
 _KEY_RE = re.compile(r"[0-9a-f]{32}")
 _FINGERPRINT_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
-# Dtype strings numpy cannot name, and the numpy dtype their arrays travel as.
-_CARRIER_DTYPES = {"bfloat16": np.dtype(np.uint16)}
-_META_FIELDS = (
-    "format", "version", "key", "parent_key", "fingerprint", "tokens", "num_tokens",
-    "nbytes", "trimmable", "is_boundary", "dtypes", "meta", "data_nbytes", "checksum",
-)  # fmt: skip
-
-
-@dataclass(frozen=True)
-class SegmentRecord:
-    """What the cache knows about one segment without loading its arrays.
-
-    ``parent_key`` is the previous segment's key, or the model fingerprint for the first
-    segment. ``nbytes`` is the caller's figure (the arrays' size in memory); it is stored
-    and returned unchanged. The on-disk size is what ``DiskStore.put`` returns.
-    """
-
-    key: str
-    parent_key: str
-    fingerprint: str
-    tokens: tuple[int, ...]
-    nbytes: int
-    trimmable: bool
-    is_boundary: bool
-
-
-class CorruptSegment(Exception):
-    """A segment file that cannot be trusted; the store quarantines it."""
-
-
-@dataclass(frozen=True)
-class _Header:
-    """A parsed, validated segment header."""
-
-    record: SegmentRecord
-    dtypes: dict[str, str]
-    meta: dict[str, str]
-    fields: dict[str, str]
+# The old private name of build_metadata; tests build headers with it.
+_build_metadata = build_metadata
 
 
 @dataclass(frozen=True)
@@ -129,141 +94,6 @@ def check_fingerprint(fingerprint: str) -> None:
     ok = isinstance(fingerprint, str) and _FINGERPRINT_RE.fullmatch(fingerprint)
     if not ok or fingerprint == QUARANTINE_DIR:
         raise ValueError(f"fingerprint must match [A-Za-z0-9._-]{{1,128}}, got {fingerprint!r}")
-
-
-def _encode_tokens(tokens: tuple[int, ...]) -> str:
-    arr = np.asarray(tokens, dtype=np.int64)
-    if arr.size and (arr.min() < 0 or arr.max() > 0xFFFFFFFF):
-        raise ValueError("token ids must fit in uint32")
-    return base64.b64encode(arr.astype("<u4").tobytes()).decode("ascii")
-
-
-def _decode_tokens(text: str, count: int) -> tuple[int, ...]:
-    raw = base64.b64decode(text.encode("ascii"), validate=True)
-    if len(raw) != 4 * count:
-        raise CorruptSegment("token count does not match token data")
-    return tuple(np.frombuffer(raw, dtype="<u4").tolist())
-
-
-def _c_contiguous(arr: np.ndarray) -> np.ndarray:
-    # Not np.ascontiguousarray: it turns 0-d arrays into shape (1,).
-    return arr if arr.flags.c_contiguous else arr.copy(order="C")
-
-
-def _checksum(fields: dict[str, str], arrays: dict[str, np.ndarray]) -> str:
-    """blake2b over the metadata (minus the checksum) and every tensor, in name order."""
-    h = hashlib.blake2b(digest_size=16)
-    covered = {k: v for k, v in fields.items() if k != "checksum"}
-    h.update(json.dumps(covered, sort_keys=True).encode())
-    for name in sorted(arrays):
-        arr = _c_contiguous(arrays[name])
-        h.update(json.dumps([name, arr.dtype.str, list(arr.shape)]).encode())
-        h.update(arr.reshape(-1).view(np.uint8))
-    return h.hexdigest()
-
-
-def _prepare_arrays(
-    arrays: dict[str, np.ndarray], dtypes: dict[str, str]
-) -> dict[str, np.ndarray]:
-    """Check the arrays against their dtype map; return C-contiguous arrays."""
-    if set(arrays) != set(dtypes):
-        raise ValueError("dtypes must name exactly the arrays given")
-    out: dict[str, np.ndarray] = {}
-    for name, arr in arrays.items():
-        if not isinstance(name, str) or not name or name == "__metadata__":
-            raise ValueError(f"invalid array name {name!r}")
-        want = _CARRIER_DTYPES.get(dtypes[name])
-        if want is None:
-            try:
-                want = np.dtype(dtypes[name])
-            except TypeError as exc:
-                raise ValueError(f"unknown dtype {dtypes[name]!r} for {name!r}") from exc
-        if arr.dtype != want:
-            raise ValueError(f"array {name!r} is {arr.dtype}, dtype map says {dtypes[name]!r}")
-        out[name] = _c_contiguous(arr)
-    return out
-
-
-def _build_metadata(
-    record: SegmentRecord,
-    arrays: dict[str, np.ndarray],
-    dtypes: dict[str, str],
-    meta: dict[str, str],
-) -> dict[str, str]:
-    if not all(isinstance(k, str) and isinstance(v, str) for k, v in meta.items()):
-        raise ValueError("meta must map str to str")
-    fields = {
-        "format": FORMAT_NAME,
-        "version": FORMAT_VERSION,
-        "key": record.key,
-        "parent_key": record.parent_key,
-        "fingerprint": record.fingerprint,
-        "tokens": _encode_tokens(record.tokens),
-        "num_tokens": str(len(record.tokens)),
-        "nbytes": str(int(record.nbytes)),
-        "trimmable": "1" if record.trimmable else "0",
-        "is_boundary": "1" if record.is_boundary else "0",
-        "dtypes": json.dumps(dtypes, sort_keys=True),
-        "meta": json.dumps(meta, sort_keys=True),
-        "data_nbytes": str(sum(a.nbytes for a in arrays.values())),
-    }
-    fields["checksum"] = _checksum(fields, arrays)
-    return fields
-
-
-def _parse_fields(fields: dict[str, str]) -> _Header:
-    """Turn header metadata into a record; CorruptSegment on anything unexpected."""
-    if any(k not in fields for k in _META_FIELDS):
-        raise CorruptSegment("missing metadata fields")
-    if fields["format"] != FORMAT_NAME or fields["version"] != FORMAT_VERSION:
-        raise CorruptSegment(f"unknown format {fields['format']!r} v{fields['version']!r}")
-    try:
-        dtypes = json.loads(fields["dtypes"])
-        meta = json.loads(fields["meta"])
-        record = SegmentRecord(
-            key=fields["key"],
-            parent_key=fields["parent_key"],
-            fingerprint=fields["fingerprint"],
-            tokens=_decode_tokens(fields["tokens"], int(fields["num_tokens"])),
-            nbytes=int(fields["nbytes"]),
-            trimmable=fields["trimmable"] == "1",
-            is_boundary=fields["is_boundary"] == "1",
-        )
-    except (ValueError, binascii.Error) as exc:  # JSONDecodeError is a ValueError
-        raise CorruptSegment(f"bad metadata: {exc}") from exc
-    if not isinstance(dtypes, dict) or not isinstance(meta, dict):
-        raise CorruptSegment("dtypes/meta are not maps")
-    return _Header(record=record, dtypes=dtypes, meta=meta, fields=fields)
-
-
-def _read_header(f: BinaryIO, file_size: int) -> _Header:
-    """Read and check only the header of an open segment file, including the file size."""
-    prefix = f.read(8)
-    if len(prefix) != 8:
-        raise CorruptSegment("shorter than a header")
-    (length,) = struct.unpack("<Q", prefix)
-    if length > MAX_HEADER_BYTES or 8 + length > file_size:
-        raise CorruptSegment("header length out of range")
-    try:
-        header = json.loads(f.read(length))
-        fields = header.pop("__metadata__")
-        ends = [int(t["data_offsets"][1]) for t in header.values()]
-    except (ValueError, KeyError, TypeError, AttributeError, IndexError, RecursionError) as exc:
-        raise CorruptSegment(f"unreadable header: {exc}") from exc
-    if not isinstance(fields, dict) or not all(isinstance(v, str) for v in fields.values()):
-        raise CorruptSegment("metadata is not a string map")
-    parsed = _parse_fields(fields)
-    data_nbytes = int(fields["data_nbytes"]) if fields["data_nbytes"].isdigit() else -1
-    if data_nbytes != max(ends, default=0) or set(header) != set(parsed.dtypes):
-        raise CorruptSegment("tensor table does not match metadata")
-    if 8 + length + data_nbytes != file_size:
-        raise CorruptSegment(f"file is {file_size} bytes, header says {8 + length + data_nbytes}")
-    return parsed
-
-
-def _check_identity(header: _Header, fingerprint: str, key: str) -> None:
-    if header.record.key != key or header.record.fingerprint != fingerprint:
-        raise CorruptSegment("file name does not match its key/fingerprint")
 
 
 def _fsync_dir(path: Path) -> None:
@@ -357,11 +187,11 @@ class DiskStore:
         logs) when the file would exceed the whole budget. Raises ValueError on bad input.
         """
         path = self.path_for(record.fingerprint, record.key)
-        arrays = _prepare_arrays(arrays, dtypes)
+        arrays = prepare_arrays(arrays, dtypes)
         existing = self._existing_size(path, record)
         if existing is not None:
             return existing
-        fields = _build_metadata(record, arrays, dtypes, meta or {})
+        fields = build_metadata(record, arrays, dtypes, meta or {})
         if not self._fits(record.key, int(fields["data_nbytes"])):
             return 0
         blob = safetensors.numpy.save(arrays, metadata=fields)
@@ -385,7 +215,7 @@ class DiskStore:
         try:
             with open(path, "rb") as f:
                 st = os.fstat(f.fileno())
-                _check_identity(_read_header(f, st.st_size), record.fingerprint, record.key)
+                check_identity(read_header(f, st.st_size), record.fingerprint, record.key)
         except FileNotFoundError:
             return None
         except CorruptSegment as exc:
@@ -434,8 +264,8 @@ class DiskStore:
         try:
             with open(path, "rb") as f:
                 st = os.fstat(f.fileno())
-                header = _read_header(f, st.st_size)
-                _check_identity(header, fingerprint, key)
+                header = read_header(f, st.st_size)
+                check_identity(header, fingerprint, key)
                 arrays = self._load_arrays(f, st.st_size, header)
         except FileNotFoundError:
             return None
@@ -449,7 +279,7 @@ class DiskStore:
         return header.record, arrays, dict(header.dtypes), dict(header.meta)
 
     @staticmethod
-    def _load_arrays(f: BinaryIO, size: int, header: _Header) -> dict[str, np.ndarray]:
+    def _load_arrays(f: BinaryIO, size: int, header: SegmentHeader) -> dict[str, np.ndarray]:
         f.seek(0)
         blob = f.read()
         if len(blob) != size:
@@ -458,7 +288,7 @@ class DiskStore:
             arrays = safetensors.numpy.load(blob)
         except Exception as exc:  # the library's own error type varies by version
             raise CorruptSegment(f"safetensors: {exc}") from exc
-        if _checksum(header.fields, arrays) != header.fields["checksum"]:
+        if checksum(header.fields, arrays) != header.fields["checksum"]:
             raise CorruptSegment("checksum mismatch")
         return arrays
 
@@ -522,8 +352,8 @@ class DiskStore:
         try:
             with open(entry.path, "rb") as f:
                 st = os.fstat(f.fileno())
-                header = _read_header(f, st.st_size)
-                _check_identity(header, entry.fingerprint, entry.key)
+                header = read_header(f, st.st_size)
+                check_identity(header, entry.fingerprint, entry.key)
                 if entry.path.parent.name != entry.key[:2]:
                     raise CorruptSegment("file is in the wrong shard directory")
         except FileNotFoundError:

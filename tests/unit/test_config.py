@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from mlx_textgen.config_template import write_default_config
 from mlx_textgen.config import (
     ConfigError,
     ModelConfig,
@@ -16,7 +17,6 @@ from mlx_textgen.config import (
     resolve_cache_dir,
     save_cache_dir,
     saved_cache_dir,
-    write_default_config,
 )
 
 

@@ -1,0 +1,208 @@
+"""On-disk format of one prompt-cache segment: a safetensors file with a checked header.
+
+Array convention: arrays arrive and leave as numpy, with a map ``name -> dtype string``
+("float32", "float16", "bfloat16", "int32", ...). numpy has no bfloat16, so such arrays
+travel as ``uint16`` views and their real dtype lives only in that map; readers get the
+same uint16 arrays and the same map, and the MLX thread views them back.
+
+Integrity: the safetensors metadata holds the record fields, the dtype map, the caller's
+meta, a format version, the size of the tensor data (so the whole file size is known from
+the header) and a blake2b checksum over the metadata and the tensors. ``read_header``
+checks the header and the file size without reading tensor data; ``checksum`` covers the
+rest. Where the files live, and how they are shared, is ``store.DiskStore``'s business.
+
+This module never imports mlx: it may run on a background writer thread.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import struct
+from dataclasses import dataclass
+from typing import BinaryIO
+
+import numpy as np
+
+FORMAT_NAME = "mlx_textgen.prompt_cache.segment"
+FORMAT_VERSION = "1"
+# A real header is a few KB; a huge length prefix means garbage, so don't try to read it.
+MAX_HEADER_BYTES = 64 << 20
+
+# Dtype strings numpy cannot name, and the numpy dtype their arrays travel as.
+_CARRIER_DTYPES = {"bfloat16": np.dtype(np.uint16)}
+_META_FIELDS = (
+    "format", "version", "key", "parent_key", "fingerprint", "tokens", "num_tokens",
+    "nbytes", "trimmable", "is_boundary", "dtypes", "meta", "data_nbytes", "checksum",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class SegmentRecord:
+    """What the cache knows about one segment without loading its arrays.
+
+    ``parent_key`` is the previous segment's key, or the model fingerprint for the first
+    segment. ``nbytes`` is the caller's figure (the arrays' size in memory); it is stored
+    and returned unchanged. The on-disk size is what ``DiskStore.put`` returns.
+    """
+
+    key: str
+    parent_key: str
+    fingerprint: str
+    tokens: tuple[int, ...]
+    nbytes: int
+    trimmable: bool
+    is_boundary: bool
+
+
+class CorruptSegment(Exception):
+    """A segment file that cannot be trusted; the store quarantines it."""
+
+
+@dataclass(frozen=True)
+class SegmentHeader:
+    """A parsed, validated segment header."""
+
+    record: SegmentRecord
+    dtypes: dict[str, str]
+    meta: dict[str, str]
+    fields: dict[str, str]
+
+
+def encode_tokens(tokens: tuple[int, ...]) -> str:
+    """Token ids as base64 of little-endian uint32, as the header stores them."""
+    arr = np.asarray(tokens, dtype=np.int64)
+    if arr.size and (arr.min() < 0 or arr.max() > 0xFFFFFFFF):
+        raise ValueError("token ids must fit in uint32")
+    return base64.b64encode(arr.astype("<u4").tobytes()).decode("ascii")
+
+
+def decode_tokens(text: str, count: int) -> tuple[int, ...]:
+    """Inverse of ``encode_tokens``; CorruptSegment unless there are ``count`` tokens."""
+    raw = base64.b64decode(text.encode("ascii"), validate=True)
+    if len(raw) != 4 * count:
+        raise CorruptSegment("token count does not match token data")
+    return tuple(np.frombuffer(raw, dtype="<u4").tolist())
+
+
+def _c_contiguous(arr: np.ndarray) -> np.ndarray:
+    # Not np.ascontiguousarray: it turns 0-d arrays into shape (1,).
+    return arr if arr.flags.c_contiguous else arr.copy(order="C")
+
+
+def checksum(fields: dict[str, str], arrays: dict[str, np.ndarray]) -> str:
+    """blake2b over the metadata (minus the checksum) and every tensor, in name order."""
+    h = hashlib.blake2b(digest_size=16)
+    covered = {k: v for k, v in fields.items() if k != "checksum"}
+    h.update(json.dumps(covered, sort_keys=True).encode())
+    for name in sorted(arrays):
+        arr = _c_contiguous(arrays[name])
+        h.update(json.dumps([name, arr.dtype.str, list(arr.shape)]).encode())
+        h.update(arr.reshape(-1).view(np.uint8))
+    return h.hexdigest()
+
+
+def prepare_arrays(arrays: dict[str, np.ndarray], dtypes: dict[str, str]) -> dict[str, np.ndarray]:
+    """Check the arrays against their dtype map; return C-contiguous arrays."""
+    if set(arrays) != set(dtypes):
+        raise ValueError("dtypes must name exactly the arrays given")
+    out: dict[str, np.ndarray] = {}
+    for name, arr in arrays.items():
+        if not isinstance(name, str) or not name or name == "__metadata__":
+            raise ValueError(f"invalid array name {name!r}")
+        want = _CARRIER_DTYPES.get(dtypes[name])
+        if want is None:
+            try:
+                want = np.dtype(dtypes[name])
+            except TypeError as exc:
+                raise ValueError(f"unknown dtype {dtypes[name]!r} for {name!r}") from exc
+        if arr.dtype != want:
+            raise ValueError(f"array {name!r} is {arr.dtype}, dtype map says {dtypes[name]!r}")
+        out[name] = _c_contiguous(arr)
+    return out
+
+
+def build_metadata(
+    record: SegmentRecord,
+    arrays: dict[str, np.ndarray],
+    dtypes: dict[str, str],
+    meta: dict[str, str],
+) -> dict[str, str]:
+    """The safetensors metadata of a segment file, checksum included."""
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in meta.items()):
+        raise ValueError("meta must map str to str")
+    fields = {
+        "format": FORMAT_NAME,
+        "version": FORMAT_VERSION,
+        "key": record.key,
+        "parent_key": record.parent_key,
+        "fingerprint": record.fingerprint,
+        "tokens": encode_tokens(record.tokens),
+        "num_tokens": str(len(record.tokens)),
+        "nbytes": str(int(record.nbytes)),
+        "trimmable": "1" if record.trimmable else "0",
+        "is_boundary": "1" if record.is_boundary else "0",
+        "dtypes": json.dumps(dtypes, sort_keys=True),
+        "meta": json.dumps(meta, sort_keys=True),
+        "data_nbytes": str(sum(a.nbytes for a in arrays.values())),
+    }
+    fields["checksum"] = checksum(fields, arrays)
+    return fields
+
+
+def parse_fields(fields: dict[str, str]) -> SegmentHeader:
+    """Turn header metadata into a record; CorruptSegment on anything unexpected."""
+    if any(k not in fields for k in _META_FIELDS):
+        raise CorruptSegment("missing metadata fields")
+    if fields["format"] != FORMAT_NAME or fields["version"] != FORMAT_VERSION:
+        raise CorruptSegment(f"unknown format {fields['format']!r} v{fields['version']!r}")
+    try:
+        dtypes = json.loads(fields["dtypes"])
+        meta = json.loads(fields["meta"])
+        record = SegmentRecord(
+            key=fields["key"],
+            parent_key=fields["parent_key"],
+            fingerprint=fields["fingerprint"],
+            tokens=decode_tokens(fields["tokens"], int(fields["num_tokens"])),
+            nbytes=int(fields["nbytes"]),
+            trimmable=fields["trimmable"] == "1",
+            is_boundary=fields["is_boundary"] == "1",
+        )
+    except (ValueError, binascii.Error) as exc:  # JSONDecodeError is a ValueError
+        raise CorruptSegment(f"bad metadata: {exc}") from exc
+    if not isinstance(dtypes, dict) or not isinstance(meta, dict):
+        raise CorruptSegment("dtypes/meta are not maps")
+    return SegmentHeader(record=record, dtypes=dtypes, meta=meta, fields=fields)
+
+
+def read_header(f: BinaryIO, file_size: int) -> SegmentHeader:
+    """Read and check only the header of an open segment file, including the file size."""
+    prefix = f.read(8)
+    if len(prefix) != 8:
+        raise CorruptSegment("shorter than a header")
+    (length,) = struct.unpack("<Q", prefix)
+    if length > MAX_HEADER_BYTES or 8 + length > file_size:
+        raise CorruptSegment("header length out of range")
+    try:
+        header = json.loads(f.read(length))
+        fields = header.pop("__metadata__")
+        ends = [int(t["data_offsets"][1]) for t in header.values()]
+    except (ValueError, KeyError, TypeError, AttributeError, IndexError, RecursionError) as exc:
+        raise CorruptSegment(f"unreadable header: {exc}") from exc
+    if not isinstance(fields, dict) or not all(isinstance(v, str) for v in fields.values()):
+        raise CorruptSegment("metadata is not a string map")
+    parsed = parse_fields(fields)
+    data_nbytes = int(fields["data_nbytes"]) if fields["data_nbytes"].isdigit() else -1
+    if data_nbytes != max(ends, default=0) or set(header) != set(parsed.dtypes):
+        raise CorruptSegment("tensor table does not match metadata")
+    if 8 + length + data_nbytes != file_size:
+        raise CorruptSegment(f"file is {file_size} bytes, header says {8 + length + data_nbytes}")
+    return parsed
+
+
+def check_identity(header: SegmentHeader, fingerprint: str, key: str) -> None:
+    """CorruptSegment unless the header names the segment its file name says."""
+    if header.record.key != key or header.record.fingerprint != fingerprint:
+        raise CorruptSegment("file name does not match its key/fingerprint")
