@@ -74,7 +74,12 @@ def curve(name: str, base: str, model: str, levels: list[int], tokens: int) -> d
     asyncio.run(wave(base, model, 1, 4))  # warm-up
     out = {}
     for n in levels:
-        wall, lats, total = asyncio.run(wave(base, model, n, tokens))
+        try:
+            wall, lats, total = asyncio.run(wave(base, model, n, tokens))
+        except httpx.HTTPError as exc:  # a server that falls over is a result too
+            print(f"{name:<14}{n:>8}  failed: {type(exc).__name__}", flush=True)
+            out[n] = float("nan")
+            continue
         lats.sort()
         p95 = lats[min(len(lats) - 1, int(round(0.95 * (len(lats) - 1))))]
         out[n] = total / wall
