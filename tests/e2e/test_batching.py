@@ -84,3 +84,34 @@ def test_seeded_n_choices_differ_but_repeat(client):
     a = [c.text for c in client.completions.create(**kw).choices]
     b = [c.text for c in client.completions.create(**kw).choices]
     assert a == b and len(set(a)) > 1
+
+
+async def test_long_prompt_prefill_interleaves_with_running_stream(aclient, tokenizer):
+    """While a long prompt is prefilled chunk by chunk, a running stream keeps getting tokens."""
+    long_prompt = "The quick brown fox jumps over the lazy dog. " * 150  # ~1,500 tokens: 3 chunks
+    assert len(tokenizer.encode(long_prompt)) > 1200
+    running = await aclient.completions.create(
+        model=MODEL, prompt="Count: 1, 2, 3,", max_tokens=300, temperature=0, stream=True,
+        extra_body={"ignore_eos": True},
+    )
+    received = 0
+    late = None
+
+    async def consume():
+        nonlocal received
+        async for _ in running:
+            received += 1
+            if late is not None and late.done():
+                break
+
+    consumer = asyncio.create_task(consume())
+    while received == 0:
+        await asyncio.sleep(0.01)  # poll the stream's own progress, not the clock
+    before = received
+    late = asyncio.ensure_future(aclient.completions.create(
+        model=MODEL, prompt=long_prompt, max_tokens=1, temperature=0))
+    await late
+    during = received - before
+    await running.close()
+    consumer.cancel()
+    assert during >= 2, f"the running stream got {during} tokens while 1,500 prompt tokens were prefilled"
