@@ -52,6 +52,7 @@ class Job:
     prompts: list[list[int]]
     n: int
     params: SamplingParams
+    boundaries: list[tuple[int, ...]] = field(default_factory=list)  # per prompt, for the prompt cache
     response_id: str = field(default_factory=lambda: f"cmpl-{uuid.uuid4().hex}")
     created: int = field(default_factory=lambda: int(time.time()))
     started: float = field(default_factory=time.monotonic)
@@ -61,6 +62,7 @@ class Job:
             Request(
                 f"{self.response_id}-{i * self.n + j}", p, self._choice_params(j), self.model,
                 group=f"{self.response_id}-p{i}",
+                boundaries=self.boundaries[i] if self.boundaries else (),
             )
             for i, p in enumerate(self.prompts)
             for j in range(self.n)

@@ -49,6 +49,7 @@ class Request:
     params: SamplingParams
     model: str
     group: str | None = None  # requests of one group share a prompt: prefilled once, then forked
+    boundaries: tuple[int, ...] = ()  # prompt positions where messages end (kept by the prompt cache)
     arrival_time: float = field(default_factory=time.monotonic)
 
 

@@ -94,37 +94,64 @@ def normalize_messages(messages: list[ChatMessage]) -> list[dict[str, Any]]:
     return out
 
 
-def _render(info: Any, body: ChatCompletionRequest, conversation: list[ChatMessage]) -> list[int]:
+def _render_text(info: Any, body: ChatCompletionRequest, messages: list[dict[str, Any]], final: bool) -> str:
     from mlx_textgen.chat.templates import ChatTemplateError, render_chat
 
-    messages = normalize_messages(conversation)
-    cont = messages[-1]["role"] == "assistant"
+    cont = final and messages[-1]["role"] == "assistant"
     tok = info.hf_tokenizer
     preset = info.config.default_template or (None if info.chat_template else "chatml")
     try:
-        text = render_chat(
+        return render_chat(
             messages,
             chat_template=info.chat_template,
             preset=preset,
             bos_token=tok.bos_token or "",
             eos_token=tok.eos_token or "",
-            add_generation_prompt=not cont,
+            add_generation_prompt=final and not cont,
             continue_final_message=cont,
             template_kwargs=body.chat_template_kwargs,
         )
     except ChatTemplateError as exc:
         raise bad_request(f"chat template failed: {exc}", "messages") from None
-    return tok.encode(text, add_special_tokens=False)
+
+
+def _boundary(info: Any, body: ChatCompletionRequest, messages: list[dict[str, Any]], ids: list[int]) -> int | None:
+    """Where `messages` (a prefix of the conversation) ends in the prompt's token ids."""
+    try:
+        prefix = info.hf_tokenizer.encode(_render_text(info, body, messages, False), add_special_tokens=False)
+    except Exception:  # noqa: BLE001 - a template may refuse a partial conversation; no boundary then
+        return None
+    n = 0
+    for a, b in zip(prefix, ids):
+        if a != b:
+            break
+        n += 1
+    return n or None
+
+
+def _render(info: Any, body: ChatCompletionRequest, conversation: list[ChatMessage]) -> tuple[list[int], tuple[int, ...]]:
+    """Prompt token ids, and where the system prompt and the earlier turns end in them
+    (the prompt cache keeps prefixes there, so a new conversation over the same system
+    prompt, or the next turn of this one, reuses them)."""
+    messages = normalize_messages(conversation)
+    ids = info.hf_tokenizer.encode(_render_text(info, body, messages, True), add_special_tokens=False)
+    cuts = {len(messages) - 1}
+    if messages[0]["role"] == "system":
+        cuts.add(1)
+    bounds = {_boundary(info, body, messages[:k], ids) for k in sorted(cuts) if 0 < k < len(messages)}
+    return ids, tuple(sorted(b for b in bounds if b and b < len(ids)))
 
 
 @router.post("/v1/chat/completions")
 async def chat_completions(body: ChatCompletionRequest, http: Request) -> Any:
     body.check_supported()
     info = resolve_model(http, body.model)
-    prompts = [await run_in_threadpool(_render, info, body, c) for c in body.conversations]
+    rendered = [await run_in_threadpool(_render, info, body, c) for c in body.conversations]
+    prompts = [ids for ids, _ in rendered]
     param = "max_completion_tokens" if body.max_completion_tokens else "max_tokens"
     max_tokens = budget_tokens(info, prompts, body.max_new_tokens, param)
     return await run(
         http, body, info, prompts, max_tokens=max_tokens, logprobs=body.logprobs_k,
+        boundaries=[b for _, b in rendered],
         renderer=ChatRenderer(bool(body.logprobs)), body=body,
     )

@@ -73,6 +73,7 @@ async def run(
     logprobs: int | None,
     renderer: Renderer,
     body: Any,
+    boundaries: list[tuple[int, ...]] | None = None,
 ) -> Any:
     """Submit prompts x n and answer with a JSON body or an SSE stream."""
     params = to_sampling_params(
@@ -82,7 +83,8 @@ async def run(
         defaults=info.generation_defaults,
         vocab_size=vocab_size(info),
     )
-    job = Job(model=info.name, prompts=prompts, n=req.choices, params=params)
+    job = Job(model=info.name, prompts=prompts, n=req.choices, params=params,
+              boundaries=boundaries or [() for _ in prompts])
     try:
         stream = engine_of(http).open(job.requests())
     except TooManyChoices as exc:
