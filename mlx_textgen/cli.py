@@ -77,6 +77,8 @@ _SERVER_FLAGS: tuple[_Flag, ...] = (
         metavar="SECONDS",
         help="time limit per request; 0 = none (default: none)",
     ),
+    _flag("--cache-ram-gb", type=float, metavar="GB", help="prompt cache RAM budget (default: 2)"),
+    _flag("--cache-disk-gb", type=float, metavar="GB", help="prompt cache disk budget (default: 20)"),
     _flag("--max-body-bytes", type=int, metavar="N", help="largest request body"),
     _flag("--log-level", choices=LOG_LEVELS, type=str.lower, help="logging detail"),
     _flag(

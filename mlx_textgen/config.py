@@ -93,6 +93,8 @@ class ServerConfig:
     max_running_requests: int = 16
     max_queued_requests: int = 64
     request_timeout: float | None = None
+    cache_ram_gb: float = 2.0  # prompt cache, hot tier; 0 keeps nothing in RAM
+    cache_disk_gb: float = 20.0  # prompt cache, cold tier under cache_dir; 0 turns it off
     max_body_bytes: int = 8 * 1024 * 1024
     log_level: str = "info"
 
@@ -144,6 +146,8 @@ _SERVER_SPECS: dict[str, _Spec] = {
     "max_running_requests": _Spec("int", low=1),
     "max_queued_requests": _Spec("int", low=0),
     "request_timeout": _Spec("float", null_ok=True, low=0.0),
+    "cache_ram_gb": _Spec("float", low=0.0),
+    "cache_disk_gb": _Spec("float", low=0.0),
     "max_body_bytes": _Spec("int", low=1),
     "log_level": _Spec("str", choices=LOG_LEVELS),
 }

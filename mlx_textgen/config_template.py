@@ -54,6 +54,8 @@ _OWN_COMMENTS = {
     "max_running_requests": "requests generated together",
     "max_queued_requests": "requests waiting beyond that; more are refused",
     "request_timeout": "seconds per request; null = no limit",
+    "cache_ram_gb": "prompt cache in RAM (hot tier), GB",
+    "cache_disk_gb": "prompt cache on disk under cache_dir (cold tier, survives restarts), GB",
     "max_body_bytes": "largest accepted request body",
     "log_level": ", ".join(LOG_LEVELS),
 }

@@ -32,6 +32,7 @@ def build_app(cfg: ServerConfig) -> Any:
     Raises ModelLoadError (with a one-line reason) when a model can't be loaded."""
     # MLX may be imported only after the BLAS is chosen.
     from mlx_textgen.api.app import create_app
+    from mlx_textgen.cache.manager import CacheOptions
     from mlx_textgen.engine.engine import Engine, EngineOptions
 
     engine = Engine(
@@ -42,6 +43,15 @@ def build_app(cfg: ServerConfig) -> Any:
             max_running_requests=cfg.max_running_requests,
             max_queued_requests=cfg.max_queued_requests,
             request_timeout=cfg.request_timeout,
+            prompt_cache=CacheOptions(
+                root=cfg.resolved_cache_dir() / "prompt_cache",
+                ram_budget_bytes=int(cfg.cache_ram_gb * (1 << 30)),
+                disk_budget_bytes=int(cfg.cache_disk_gb * (1 << 30)),
+                min_tokens=cfg.min_tokens,
+                max_entries=cfg.max_capacity,
+                replace_threshold=cfg.replace_threshold,
+                max_reprocess_tokens=cfg.max_reprocess_tokens,
+            ),
         ),
     )
     try:

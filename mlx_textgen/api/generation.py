@@ -34,6 +34,7 @@ class ChoiceState:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cached_tokens: int = 0
+    cache_note: str = ""
 
 
 class Renderer(Protocol):
@@ -97,6 +98,7 @@ def _apply(c: ChoiceState, out: RequestOutput) -> None:
     c.logprobs.extend(out.logprobs)
     c.prompt_tokens, c.completion_tokens = out.prompt_tokens, out.completion_tokens
     c.cached_tokens = out.cached_tokens
+    c.cache_note = out.cache_note or c.cache_note
     if out.finished:
         c.finish_reason = out.finish_reason
 
@@ -107,10 +109,11 @@ def _log_done(job: Job, states: list[ChoiceState], first_token: float | None, ou
     ttft = (first_token - job.started) if first_token else float("nan")
     gen_time = end - (first_token or end)
     tps = u["completion_tokens"] / gen_time if gen_time > 0 else float("nan")
+    notes = sorted({c.cache_note for c in states if c.cache_note})
     log.info(
-        "request %s model=%s prompt=%d completion=%d cached=%d ttft=%.3fs tok/s=%.1f %s",
+        "request %s model=%s prompt=%d completion=%d cached=%d (%s) ttft=%.3fs tok/s=%.1f %s",
         job.response_id, job.model, u["prompt_tokens"], u["completion_tokens"],
-        u["prompt_tokens_details"]["cached_tokens"], ttft, tps, outcome,
+        u["prompt_tokens_details"]["cached_tokens"], "; ".join(notes) or "-", ttft, tps, outcome,
     )
 
 

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from mlx_textgen.cache.manager import CacheOptions
 from mlx_textgen.config import ModelConfig
 from mlx_textgen.engine.loop import EngineLoop, LoopOptions
 from mlx_textgen.engine.request import Request, RequestOutput
@@ -40,6 +41,7 @@ class EngineOptions:
     max_running_requests: int = 16
     max_queued_requests: int = 64
     request_timeout: float | None = None
+    prompt_cache: CacheOptions | None = None
 
 
 class Engine:
@@ -57,6 +59,7 @@ class Engine:
                 cpu_weights=options.cpu_weights,
                 max_running_requests=options.max_running_requests,
                 request_timeout=options.request_timeout,
+                prompt_cache=options.prompt_cache,
             ),
             self._emit,
         )

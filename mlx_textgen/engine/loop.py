@@ -21,7 +21,9 @@ import mlx.core as mx
 
 from mlx_textgen import backend
 from mlx_textgen.config import ModelConfig
+from mlx_textgen.cache.manager import CacheOptions
 from mlx_textgen.engine import sampling
+from mlx_textgen.engine.caching import EngineCache
 from mlx_textgen.engine.prefill import PrefillJob
 from mlx_textgen.engine.request import FinishReason, Request, RequestOutput, TokenLogprob
 from mlx_textgen.engine.sequence import Sequence
@@ -37,6 +39,7 @@ Emit = Callable[[list[RequestOutput]], None]  # called once per step with that s
 class LoopOptions:
     cache_root: Path
     cpu_weights: str = "float"
+    prompt_cache: CacheOptions | None = None  # None: no prompt cache at all
     max_running_requests: int = 16
     prefill_step_size: int = 512
     request_timeout: float | None = None
@@ -80,6 +83,7 @@ class EngineLoop:
         self._by_id: dict[str, Sequence] = {}
         self._loaded: _Loaded | None = None
         self._solo: tuple[SoloDecoder, Sequence] | None = None
+        self._cache = EngineCache(None)  # replaced on the MLX thread at startup
         self._thread = threading.Thread(target=self._run, name="mlx-engine", daemon=True)
         self._stopping = False
         # Counters read by other threads (plain ints: the GIL keeps reads whole).
@@ -103,6 +107,7 @@ class EngineLoop:
     # -- the MLX thread -----------------------------------------------------------
     def _startup(self) -> bool:
         try:
+            self._cache = EngineCache(self.options.prompt_cache)
             for mc in self.configs:
                 info = prepare(mc, cache_root=self.options.cache_root, cpu_weights=self.options.cpu_weights)
                 self.models[info.name] = info
@@ -129,6 +134,7 @@ class EngineLoop:
             except Exception as exc:  # keep serving: fail what was running, start afresh
                 log.exception("engine step failed")
                 self._fail_all(f"internal error: {exc}")
+        self._cache.close()  # let queued disk writes finish
 
     def _drain(self, block: bool) -> None:
         while not self._stopping:
@@ -180,12 +186,16 @@ class EngineLoop:
     def _start_prefill(self, group: list[Request]) -> None:
         loaded = self._loaded
         assert loaded is not None
-        job = PrefillJob(group, loaded.new_cache())
+        prompt = group[0].prompt_ids
+        start = self._cache.start(loaded.info, loaded.model, prompt, loaded.new_cache())
+        job = PrefillJob(group, start.cache, start.cached_tokens)
+        job.pinned = start.pinned
         self.stats["prompt_tokens"] += len(job.prompt)
         self.stats["cached_tokens"] += job.cached_tokens
         for req in group:
             seq = self._new_sequence(req, loaded.info)
             seq.cached_tokens = job.cached_tokens
+            seq.cache_note = start.reason
             self._by_id[req.request_id] = seq
         self._prefill.append(job)
 
@@ -221,6 +231,10 @@ class EngineLoop:
         assert loaded is not None
         if self._solo is not None:
             self._end_solo()
+        prompt = job.prompt
+        bounds = list(job.requests[0].boundaries) + [len(prompt) - 1]
+        self._cache.commit(loaded.info, prompt[:-1], job.cache, bounds)
+        self._cache.release(job.pinned)
         alone = len(job.requests) == 1 and not (self._by_uid or self._prefill or self._waiting)
         for req in job.requests:
             seq = self._by_id[req.request_id]
@@ -289,6 +303,7 @@ class EngineLoop:
             out = self._account(seq, solo.step())
             if out.finished:
                 self._solo = None
+                self._cache.commit(loaded.info, solo.context, solo.cache, [len(solo.context)])
             self.stats["decode_tokens"] += 1
             self._emit([out])
             return
@@ -302,6 +317,9 @@ class EngineLoop:
             out = self._account(seq, r)
             if out.finished and r.finish_reason is None:
                 loaded.generator.remove([r.uid])  # a stop string: the generator doesn't know
+            elif out.finished and r.prompt_cache:
+                tokens = list(r.all_tokens)
+                self._cache.commit(loaded.info, tokens, r.prompt_cache, [len(tokens)])
             outputs.append(out)
         if outputs:
             self._emit(outputs)

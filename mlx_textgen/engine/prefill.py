@@ -24,6 +24,7 @@ class PrefillJob:
         self.cache = cache  # per-layer mlx-lm caches, already holding prompt[:start]
         self.position = start
         self.cached_tokens = start
+        self.pinned: list[Any] = []  # prompt cache entries in use until the prefill is done
 
     @property
     def target(self) -> int:

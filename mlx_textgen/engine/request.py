@@ -73,6 +73,7 @@ class RequestOutput:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cached_tokens: int = 0
+    cache_note: str = ""
     error: str | None = None
     error_status: int = 500  # HTTP status the API should give the error
 

@@ -30,6 +30,7 @@ class Sequence:
         self._stops = StopStringMatcher(tuple(request.params.stop) + extra_stops)
         self.num_generated = 0
         self.cached_tokens = cached_tokens
+        self.cache_note = ""  # why the prompt cache hit or missed, for the request's log line
         self.first_token_time: float | None = None
         self.finish_reason: FinishReason | None = None
 
@@ -81,4 +82,5 @@ class Sequence:
             prompt_tokens=len(self.request.prompt_ids),
             completion_tokens=self.num_generated,
             cached_tokens=self.cached_tokens,
+            cache_note=self.cache_note,
         )

@@ -24,7 +24,7 @@ def test_greedy_answer_is_paris(client):
 
 
 def test_usage_arithmetic_and_length_finish(client):
-    r = complete(client, prompt=PARIS, max_tokens=3, extra_body={"ignore_eos": True})
+    r = complete(client, prompt="Usage check. " + PARIS, max_tokens=3, extra_body={"ignore_eos": True})
     u = r.usage
     assert r.choices[0].finish_reason == "length"
     assert u.completion_tokens == 3

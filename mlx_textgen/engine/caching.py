@@ -1,0 +1,68 @@
+"""The engine's side of the prompt cache: where prefill starts, and what gets kept.
+
+Every request asks the cache for its longest stored prefix before prefill; when its prompt
+is prefilled the prompt is committed (with its message boundaries), and when it finishes
+the prompt plus completion is, so the next turn of a conversation hits everything before
+its new message. Runs on the MLX thread, as the manager must.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from mlx_textgen.cache.manager import CacheOptions, PromptCacheManager
+from mlx_textgen.models.loader import ModelInfo
+
+log = logging.getLogger("mlx_textgen.cache")
+
+
+@dataclass
+class Start:
+    """Where a prompt's prefill starts."""
+
+    cache: list[Any]
+    cached_tokens: int
+    reason: str
+    pinned: list[Any] = field(default_factory=list)
+
+
+class EngineCache:
+    """Prompt cache calls for the engine loop; a no-op for models with `enable_cache: false`."""
+
+    def __init__(self, options: CacheOptions | None) -> None:
+        self.manager = PromptCacheManager(options) if options is not None else None
+        self._fingerprints: dict[str, str] = {}
+
+    def fingerprint(self, info: ModelInfo) -> str | None:
+        if self.manager is None or not info.config.enable_cache:
+            return None
+        if info.name not in self._fingerprints:
+            extra = "float32" if info.float_weights else "as-stored"
+            self._fingerprints[info.name] = PromptCacheManager.fingerprint(info.model_dir, extra, name=info.name)
+        return self._fingerprints[info.name]
+
+    def start(self, info: ModelInfo, model: Any, prompt: list[int], fresh: list[Any]) -> Start:
+        fp = self.fingerprint(info)
+        if fp is None or self.manager is None:
+            return Start(fresh, 0, "cache disabled")
+        hit = self.manager.lookup(fp, model, prompt)
+        return Start(hit.cache, hit.cached_tokens, hit.reason, hit.pinned)
+
+    def commit(self, info: ModelInfo, tokens: list[int], cache: list[Any], boundaries: list[int]) -> None:
+        fp = self.fingerprint(info)
+        if fp is None or self.manager is None or not tokens:
+            return
+        try:
+            self.manager.commit(fp, tokens, cache, sorted({b for b in boundaries if 0 < b <= len(tokens)}))
+        except Exception:  # a cache failure must never fail the request
+            log.exception("prompt cache: commit failed")
+
+    def release(self, pinned: list[Any]) -> None:
+        if self.manager is not None and pinned:
+            self.manager.release(pinned)
+
+    def close(self) -> None:
+        if self.manager is not None:
+            self.manager.close()
