@@ -12,7 +12,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mlx_textgen.api.errors import APIError, error_body, error_response
-from mlx_textgen.api.routes import chat, completions, models
+from mlx_textgen.api.routes import cache, chat, completions, models
 
 if TYPE_CHECKING:
     from mlx_textgen.engine.engine import Engine
@@ -139,5 +139,6 @@ def create_app(engine: Engine, api_keys: list[str], max_body_bytes: int) -> Fast
     app.include_router(models.router)
     app.include_router(completions.router)
     app.include_router(chat.router)
+    app.include_router(cache.router)
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
     return app

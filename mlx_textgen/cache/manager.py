@@ -173,10 +173,11 @@ class PromptCacheManager:
             if failed is None:
                 return self._hit(fingerprint, index, match, cache, note)
             index.dec_lock_ref(match.nodes)
-            note = f"unreadable segment at token {failed.start}; "
-            self._forget(fingerprint, index, failed)
+            node, problem = failed
+            note = f"{problem} segment at token {node.start}; "
+            self._forget(fingerprint, index, node)
             cache = backend.make_prompt_cache(model)  # the failed restore may have filled some
-        return Lookup(cache, 0, note + "too many unreadable segments")
+        return Lookup(cache, 0, note + "too many failed segments")
 
     def _hit(
         self, fingerprint: str, index: PrefixIndex, match: Match, cache: list[Any], note: str
@@ -190,13 +191,13 @@ class PromptCacheManager:
 
     def _restore(
         self, fingerprint: str, index: PrefixIndex, match: Match, cache: list[Any]
-    ) -> Node | None:
-        """Fill ``cache`` from the match's segments; the first node that failed, if any."""
+    ) -> tuple[Node, str] | None:
+        """Fill ``cache`` from the match's segments; else the node that failed, and how."""
         segments: list[Segment] = []
         for node in match.nodes:
             segment = self._load(fingerprint, node)
-            if segment is None:
-                return node
+            if isinstance(segment, str):
+                return node, segment
             segments.append(segment)
         try:
             if index.trimmable:
@@ -205,19 +206,22 @@ class PromptCacheManager:
                 seg.restore_state(cache, segments[0])
         except (ValueError, KeyError, TypeError) as exc:
             log.warning("prompt cache: segments of %s do not fit the model: %s", fingerprint, exc)
-            return match.nodes[0]
+            return match.nodes[0], "unusable"
         return None
 
-    def _load(self, fingerprint: str, node: Node) -> Segment | None:
-        """The node's blob from RAM, else from disk (then kept in RAM); None if unusable."""
+    def _load(self, fingerprint: str, node: Node) -> Segment | str:
+        """The node's blob from RAM, else from disk (then kept in RAM); else what went wrong."""
         segment = self._ram.get((fingerprint, node.key))
         if segment is not None and node.nbytes_ram:
             return segment
-        if not node.on_disk:
-            return None
+        # Missing: evicted by the disk budget on the writer thread (not yet reported to this
+        # thread) or deleted by another process. Unreadable: failed a check, quarantined.
+        if not node.on_disk or not self._store.path_for(fingerprint, node.key).is_file():
+            return "missing"
         segment = self._read_disk(fingerprint, node)
-        if segment is not None:
-            self._put_ram(fingerprint, node, segment)
+        if segment is None:
+            return "unreadable"
+        self._put_ram(fingerprint, node, segment)
         return segment
 
     def _read_disk(self, fingerprint: str, node: Node) -> Segment | None:

@@ -63,6 +63,25 @@ class EngineCache:
         if self.manager is not None and pinned:
             self.manager.release(pinned)
 
+    def entries(self, models: dict[str, ModelInfo]) -> list[dict[str, Any]]:
+        """Stored entries, each with the model name it belongs to (or its fingerprint's)."""
+        if self.manager is None:
+            return []
+        names = {self.fingerprint(i): n for n, i in models.items() if self.fingerprint(i)}
+        out = self.manager.entries()
+        for e in out:
+            e["model"] = names.get(e["fingerprint"], e["fingerprint"].rsplit("-", 1)[0])
+            e["current"] = e["fingerprint"] in names
+        return out
+
+    def clear(self, info: ModelInfo | None) -> int:
+        if self.manager is None:
+            return 0
+        if info is None:
+            return self.manager.clear()
+        fp = self.fingerprint(info)
+        return self.manager.clear(fp) if fp else 0
+
     def close(self) -> None:
         if self.manager is not None:
             self.manager.close()

@@ -7,8 +7,10 @@ Nothing here calls MLX; outputs come back from the MLX thread through
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 from pathlib import Path
 
 from mlx_textgen.cache.manager import CacheOptions
@@ -124,6 +126,12 @@ class Engine:
         for rid in request_ids:
             if self._routes.pop(rid, None) is not None:
                 self._loop.abort(rid)
+
+    async def call(self, fn: Any) -> Any:
+        """Run `fn(loop)` on the MLX thread (e.g. prompt cache admin) and await its result."""
+        fut: concurrent.futures.Future = concurrent.futures.Future()
+        self._loop.call(fn, fut)
+        return await asyncio.wrap_future(fut)
 
     def open(self, requests: list[Request]) -> AsyncIterator[tuple[int, RequestOutput]]:
         """Submit `requests` now (raising Overloaded at once) and return an iterator of

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import queue
+from concurrent.futures import Future
 import threading
 import time
 from collections import deque
@@ -100,6 +101,14 @@ class EngineLoop:
     def abort(self, request_id: str) -> None:
         self._inbox.put(("abort", request_id))
 
+    def call(self, fn: Callable[[EngineLoop], Any], fut: Future) -> None:
+        """Run `fn(loop)` on the MLX thread between steps; its result lands in `fut`."""
+        self._inbox.put(("call", (fn, fut)))
+
+    @property
+    def cache(self) -> EngineCache:
+        return self._cache
+
     def stop(self) -> None:
         self._inbox.put(("stop", None))
         self._thread.join(timeout=30)
@@ -147,6 +156,12 @@ class EngineLoop:
                 self._waiting.append(arg)
             elif cmd == "abort":
                 self._abort(arg)
+            elif cmd == "call":
+                fn, fut = arg
+                try:
+                    fut.set_result(fn(self))
+                except Exception as exc:  # handed to the caller's thread
+                    fut.set_exception(exc)
             elif cmd == "stop":
                 self._stopping = True
 
@@ -238,6 +253,10 @@ class EngineLoop:
         alone = len(job.requests) == 1 and not (self._by_uid or self._prefill or self._waiting)
         for req in job.requests:
             seq = self._by_id[req.request_id]
+            if req.prefill_only:  # a cache warm-up: the prompt is stored, nothing is generated
+                self._forget(seq)
+                self._emit([seq.finish(FinishReason.STOP)])
+                continue
             params = req.params
             sampler = sampling.make_sampler(params)
             procs = sampling.make_logits_processors(

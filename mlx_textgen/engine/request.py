@@ -50,6 +50,7 @@ class Request:
     model: str
     group: str | None = None  # requests of one group share a prompt: prefilled once, then forked
     boundaries: tuple[int, ...] = ()  # prompt positions where messages end (kept by the prompt cache)
+    prefill_only: bool = False  # prefill and store the prompt in the prompt cache, generate nothing
     arrival_time: float = field(default_factory=time.monotonic)
 
 

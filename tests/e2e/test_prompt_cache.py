@@ -69,3 +69,31 @@ def test_hits_equal_cold_and_survive_restart(config, cache_dir):
         assert again.choices[0].message.content == cold.choices[0].message.content
     finally:
         srv.stop()
+
+
+def test_admin_list_warmup_and_delete(config, cache_dir):
+    import httpx
+
+    srv = ServerProcess(["--config-file", str(config)], cache_dir)
+    try:
+        base = srv.base_url
+        w = httpx.post(f"{base}/v1/cache/warmup", json={"model": "cached", "messages": [
+            {"role": "system", "content": SYSTEM + " (warm-up)"}, {"role": "user", "content": "hi"}]}, timeout=120)
+        assert w.status_code == 200 and w.json()["prompt_tokens"] > 80
+        listing = httpx.get(f"{base}/v1/cache").json()
+        models = {m["model"]: m for m in listing["data"]}
+        assert "cached" in models and models["cached"]["entries"]
+        entry = models["cached"]["entries"][0]
+        assert {"tokens", "bytes_ram", "bytes_disk", "tier", "hits", "last_use"} <= set(entry)
+        hit = client_of(srv).chat.completions.create(model="cached", max_tokens=1, messages=[
+            {"role": "system", "content": SYSTEM + " (warm-up)"}, {"role": "user", "content": "hi"}])
+        assert hit.usage.prompt_tokens == w.json()["prompt_tokens"]
+        assert hit.usage.prompt_tokens_details.cached_tokens == hit.usage.prompt_tokens - 1
+        assert httpx.delete(f"{base}/v1/cache", params={"model": "nope"}).status_code == 404
+        gone = httpx.delete(f"{base}/v1/cache", params={"model": "cached"}).json()
+        assert gone["deleted"] > 0
+        assert not [m for m in httpx.get(f"{base}/v1/cache").json()["data"] if m["model"] == "cached"]
+        bad = httpx.post(f"{base}/v1/cache/warmup", json={"model": "cached"})
+        assert bad.status_code == 400 and bad.json()["error"]["param"] == "prompt"
+    finally:
+        srv.stop()
