@@ -147,6 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_serve(commands)
     _add_createconfig(commands)
     _add_cachedir(commands)
+    _add_cache(commands)
     return parser
 
 
@@ -285,4 +286,40 @@ def _run_cachedir(args: argparse.Namespace) -> int:
         if os.environ.get(CACHE_DIR_ENV):
             print(f"note: ${CACHE_DIR_ENV} is set and takes precedence", file=sys.stderr)
     print(resolve_cache_dir())
+    return 0
+
+
+def _add_cache(commands: Any) -> None:
+    cache = commands.add_parser(
+        "cache", help="list or clear the prompt cache on disk",
+        description="The prompt cache's disk tier under the cache directory (a running server "
+        "also answers GET/DELETE /v1/cache, which covers its RAM tier too).",
+    )  # fmt: skip
+    cache.set_defaults(handler=_run_cache)
+    cache.add_argument("action", choices=("list", "clear"))
+    cache.add_argument("--cache-dir", default=None, help="the cache directory (default: as serve)")
+    cache.add_argument("--model", default=None, help="only this model's entries (served name)")
+
+
+def _run_cache(args: argparse.Namespace) -> int:
+    from mlx_textgen.cache.store import DiskStore
+
+    store = DiskStore(resolve_cache_dir(args.cache_dir) / "prompt_cache", budget_bytes=0)
+    records = store.scan()
+    by_fp: dict[str, list[Any]] = {}
+    for rec in records:
+        by_fp.setdefault(rec.fingerprint, []).append(rec)
+    chosen = [fp for fp in by_fp if args.model is None or fp.rsplit("-", 1)[0] == args.model]
+    if args.action == "clear":
+        removed = sum(store.delete_all(fp) for fp in chosen)
+        print(f"removed {removed} segment files")
+        return 0
+    if not chosen:
+        print("the prompt cache is empty")
+    for fp in sorted(chosen):
+        recs = by_fp[fp]
+        entries = sum(1 for r in recs if r.is_boundary)
+        tokens = sum(len(r.tokens) for r in recs if r.trimmable)
+        print(f"{fp}: {entries} entries in {len(recs)} segments, {store.nbytes(fp) / 1e6:.1f} MB"
+              + (f", {tokens} distinct tokens of KV" if tokens else ""))
     return 0

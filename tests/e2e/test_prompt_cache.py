@@ -69,6 +69,19 @@ def test_hits_equal_cold_and_survive_restart(config, cache_dir):
         assert again.choices[0].message.content == cold.choices[0].message.content
     finally:
         srv.stop()
+    # The CLI lists and clears the disk tier.
+    listed = cli("cache", "list", "--cache-dir", str(cache_dir))
+    assert listed.startswith("cached-") and "entries" in listed and "cold-" not in listed
+    assert cli("cache", "clear", "--model", "cached", "--cache-dir", str(cache_dir)).startswith("removed ")
+    assert "empty" in cli("cache", "list", "--cache-dir", str(cache_dir))
+
+
+def cli(*args: str) -> str:
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "mlx_textgen", *args], capture_output=True,
+                          text=True, check=True, timeout=60).stdout
 
 
 def test_admin_list_warmup_and_delete(config, cache_dir):
