@@ -2,7 +2,7 @@
 
 One ``PrefixIndex`` per model fingerprint keeps the books; blobs live in two tiers:
 
-- RAM: ``Segment``s of MLX arrays, LRU within ``ram_budget_bytes``;
+- RAM: ``Segment``s of MLX arrays (device memory on a GPU), LRU within ``ram_budget_bytes``;
 - disk: the ``DiskStore``, written by the ``DiskWriter`` thread, LRU within
   ``disk_budget_bytes``. An index is rebuilt from the disk's headers the first time its
   fingerprint is used, so after a restart the first request over a cached prefix loads
@@ -124,6 +124,10 @@ class PromptCacheManager:
         self._active: dict[str, float] = {}  # fingerprint -> last lookup or commit
         self._use_disk = options.disk_budget_bytes > 0
         self._disabled = options.ram_budget_bytes <= 0 and not self._use_disk
+        self._replace = {
+            "replace_threshold": options.replace_threshold,
+            "max_reprocess_tokens": options.max_reprocess_tokens,
+        }
 
     @staticmethod
     def fingerprint(model_dir: Path, extra: str = "", *, name: str | None = None) -> str:
@@ -290,23 +294,15 @@ class PromptCacheManager:
         created = index.insert(tokens, cuts, trimmable=trimmable, min_tokens=opts.min_tokens)
         added = self._store_new(fingerprint, index, tokens, cache, created)
         with self._writes_unpinned():
-            dropped = index.drop_replaced(
-                tokens,
-                replace_threshold=opts.replace_threshold,
-                max_reprocess_tokens=opts.max_reprocess_tokens,
-            )
+            dropped = index.drop_replaced(tokens, **self._replace)
         self._free(fingerprint, dropped)
         self._enforce_budgets()
         return added
 
     def _store_new(
-        self,
-        fingerprint: str,
-        index: PrefixIndex,
-        tokens: list[int],
-        cache: list[Any],
-        created: list[Node],
+        self, fp: str, index: PrefixIndex, tokens: list[int], cache: list[Any], created: list[Node]
     ) -> int:
+        """Give each node ``insert`` returned its blob: from ``cache`` or an old blob."""
         held = seg.cache_length(cache)
         limit = len(tokens) if held is None else min(held, len(tokens))
         query = tuple(tokens)
@@ -318,11 +314,11 @@ class PromptCacheManager:
                 else:
                     segment = seg.snapshot(cache, node.end) if node.end == limit else None
             else:
-                segment = self._split_tail(fingerprint, node) if node.trimmable else None
+                segment = self._split_tail(fp, node) if node.trimmable else None
             if segment is None:
                 continue  # a checkpoint branch point, or a tail lost with its old blob
-            added += self._put_ram(fingerprint, node, segment)
-            self._submit(fingerprint, index, node, segment)
+            added += self._put_ram(fp, node, segment)
+            self._submit(fp, index, node, segment)
         return added
 
     def _split_tail(self, fingerprint: str, node: Node) -> Segment | None:
@@ -498,11 +494,8 @@ class PromptCacheManager:
         """Forget one model's segments, or every model's; return how many went."""
         self._writer.flush()
         self._sync()
-        targets = (
-            [fingerprint]
-            if fingerprint is not None
-            else sorted(set(self._indexes.fingerprints()) | set(self._disk_fingerprints()))
-        )
+        known = set(self._indexes.fingerprints()) | set(self._disk_fingerprints())
+        targets = sorted(known) if fingerprint is None else [fingerprint]
         removed = 0
         for fp in targets:
             index = self._indexes.drop(fp)

@@ -9,9 +9,11 @@ its new message. Runs on the MLX thread, as the manager must.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from mlx_textgen.cache import segments as seg
 from mlx_textgen.cache.manager import CacheOptions, PromptCacheManager
 from mlx_textgen.models.loader import ModelInfo
 
@@ -34,6 +36,7 @@ class EngineCache:
     def __init__(self, options: CacheOptions | None) -> None:
         self.manager = PromptCacheManager(options) if options is not None else None
         self._fingerprints: dict[str, str] = {}
+        self._deferred: list[Callable[[], None]] = []
 
     def fingerprint(self, info: ModelInfo) -> str | None:
         if self.manager is None or not info.config.enable_cache:
@@ -58,6 +61,22 @@ class EngineCache:
             self.manager.commit(fp, tokens, cache, sorted({b for b in boundaries if 0 < b <= len(tokens)}))
         except Exception:  # a cache failure must never fail the request
             log.exception("prompt cache: commit failed")
+
+    def commit_prompt(self, info: ModelInfo, tokens: list[int], cache: list[Any], boundaries: list[int]) -> None:
+        """Commit a just-prefilled prompt after the next decode step, so storing it never
+        delays the first token. A cache that can't be trimmed holds an exact state, which
+        decoding would move past, so that kind is committed now."""
+        if self.fingerprint(info) is None:
+            return
+        if seg.is_trimmable(cache):
+            self._deferred.append(lambda: self.commit(info, tokens, cache, boundaries))
+        else:
+            self.commit(info, tokens, cache, boundaries)
+
+    def run_deferred(self) -> None:
+        jobs, self._deferred = self._deferred, []
+        for job in jobs:
+            job()
 
     def release(self, pinned: list[Any]) -> None:
         if self.manager is not None and pinned:

@@ -137,6 +137,7 @@ class EngineLoop:
                 self._admit()
                 if self._by_uid or self._solo is not None:
                     self._decode()
+                self._cache.run_deferred()
                 if self._prefill:
                     self._prefill_step()
                 self._expire()
@@ -158,6 +159,7 @@ class EngineLoop:
                 self._abort(arg)
             elif cmd == "call":
                 fn, fut = arg
+                self._cache.run_deferred()  # admin calls see every commit made so far
                 try:
                     fut.set_result(fn(self))
                 except Exception as exc:  # handed to the caller's thread
@@ -177,6 +179,8 @@ class EngineLoop:
     def _admit(self) -> None:
         """Start prefill for waiting requests while there is room; another model's
         requests wait until the running ones finish, then the model is swapped."""
+        if self._waiting:
+            self._cache.run_deferred()  # what was just prefilled may be the newcomers' prefix
         while self._waiting:
             group = self._next_group()
             if self._loaded is None or self._loaded.info.name != group[0].model:
@@ -248,12 +252,13 @@ class EngineLoop:
             self._end_solo()
         prompt = job.prompt
         bounds = list(job.requests[0].boundaries) + [len(prompt) - 1]
-        self._cache.commit(loaded.info, prompt[:-1], job.cache, bounds)
+        self._cache.commit_prompt(loaded.info, prompt[:-1], job.cache, bounds)
         self._cache.release(job.pinned)
         alone = len(job.requests) == 1 and not (self._by_uid or self._prefill or self._waiting)
         for req in job.requests:
             seq = self._by_id[req.request_id]
             if req.prefill_only:  # a cache warm-up: the prompt is stored, nothing is generated
+                self._cache.run_deferred()
                 self._forget(seq)
                 self._emit([seq.finish(FinishReason.STOP)])
                 continue
