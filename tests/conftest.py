@@ -7,6 +7,12 @@ from pathlib import Path
 
 import pytest
 
+from mlx_textgen.blas import select_blas
+
+# Tests that run the model in-process get the same fast CPU path as the server (before any
+# test module imports MLX).
+select_blas("auto")
+
 
 @pytest.fixture(scope="session")
 def smollm2_gguf() -> str:

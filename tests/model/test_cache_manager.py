@@ -1,6 +1,7 @@
 """The prompt cache manager on real models: a hit gives the logits of a cold prefill, from RAM,
 from disk after a restart, after corruption and under a tiny RAM budget; shared prefixes are
-stored once; a sliding-window model restores exact checkpoints."""
+stored once; a sliding-window model restores exact checkpoints. Tiny random Llama and
+Gemma 3 models (no downloads) cover the bookkeeping: splits, budgets, random traffic."""
 
 from __future__ import annotations
 
@@ -421,4 +422,16 @@ def test_random_traffic_keeps_hits_exact_and_books_straight(llama, tmp_path):
             mgr = manager(tmp_path, **opts)
     mgr.flush()
     books_agree(mgr, tmp_path)
+    mgr.close()
+
+
+def test_missing_file_degrades_with_a_reason(llama, tmp_path):
+    x = tokens(16, seed=121, vocab=256)
+    first = manager(tmp_path)
+    commit_prompt(first, llama, LLAMA_FP, x, [8, 16])
+    first.close()
+    mgr = manager(tmp_path)
+    assert len(mgr.entries()) == 2  # the index now lists both files
+    mgr._store.path_for(LLAMA_FP, segment_key(LLAMA_FP, x)).unlink()  # e.g. another process
+    assert_hit_is_exact(llama, mgr, LLAMA_FP, x + [1], 8, "missing segment at token 8; hit")
     mgr.close()
