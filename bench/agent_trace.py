@@ -26,6 +26,8 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from mlx_textgen.cache.node import common_prefix  # noqa: E402
+
 TOPICS = ["a shipping company's parcel desk", "a code review assistant for a Python monorepo",
           "a travel planner that books trains and hotels", "a support bot for a home router"]
 
@@ -53,15 +55,6 @@ def trace(system_tokens: int, rounds: int) -> list[dict]:
         reqs.append({"kind": "conversation", "conv": c, "messages": [
             {"role": "system", "content": systems[c]}, {"role": "user", "content": f"Hello, conversation {c}."}]})
     return reqs
-
-
-def lcp(a: list[int], b: list[int]) -> int:
-    n = 0
-    for x, y in zip(a, b):
-        if x != y:
-            break
-        n += 1
-    return n
 
 
 def run_trace(base: str, model: str, reqs: list[dict], turns: int, tokenize) -> dict:
@@ -93,7 +86,7 @@ def run_trace(base: str, model: str, reqs: list[dict], turns: int, tokenize) -> 
                     if ev.get("usage"):
                         usage = ev["usage"]
             cached = (usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0
-            shared = max((lcp(ids, s) for s in seen), default=0)
+            shared = max((common_prefix(ids, s) for s in seen), default=0)
             floor = max(0, len(ids) - shared - prev_completion.get(r.get("conv"), 0) * (r["kind"] == "conversation"))
             records.append({"kind": r["kind"], "prompt": usage["prompt_tokens"], "cached": cached,
                             "floor": floor, "ttft": first - t0})
