@@ -86,7 +86,7 @@ def run_trace(base: str, model: str, reqs: list[dict], turns: int, tokenize) -> 
                     if ev.get("usage"):
                         usage = ev["usage"]
             cached = (usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0
-            shared = max((common_prefix(ids, s) for s in seen), default=0)
+            shared = max((common_prefix(tuple(s), tuple(ids), 0) for s in seen), default=0)
             floor = max(0, len(ids) - shared - prev_completion.get(r.get("conv"), 0) * (r["kind"] == "conversation"))
             records.append({"kind": r["kind"], "prompt": usage["prompt_tokens"], "cached": cached,
                             "floor": floor, "ttft": first - t0})
