@@ -12,13 +12,14 @@ from typing import Any
 import mlx.core as mx
 import mlx.nn as nn
 from mlx_lm.generate import BatchGenerator, StopSequences, generate_step
-from mlx_lm.models.cache import make_prompt_cache
+from mlx_lm.models.cache import KVCache, make_prompt_cache
 from mlx_lm.sample_utils import apply_min_p, apply_top_k, apply_top_p
 from mlx_lm.tokenizer_utils import TokenizerWrapper
 from mlx_lm.utils import _download, dequantize_model, load_model, load_tokenizer
 
 __all__ = [
     "BatchGenerator",
+    "KVCache",
     "StopSequences",
     "TokenizerWrapper",
     "apply_min_p",

@@ -27,7 +27,7 @@ import mlx.core as mx
 import numpy as np
 from mlx.utils import tree_flatten, tree_unflatten
 
-from mlx_textgen.cache._mlxlm import KVCache
+from mlx_textgen.backend import KVCache
 
 Scalar = int | float | bool | str | None
 # numpy has no bfloat16: such arrays travel to the disk tier as uint16 views.
