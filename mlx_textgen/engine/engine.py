@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import threading
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -54,6 +55,9 @@ class Engine:
         # request id -> (the queue of its submission, its index there)
         self._routes: dict[str, tuple[asyncio.Queue[tuple[int, RequestOutput]], int]] = {}
         self._aio: asyncio.AbstractEventLoop | None = None
+        self._outbox: list[RequestOutput] = []
+        self._outbox_lock = threading.Lock()
+        self._wake_pending = False
         self._loop = EngineLoop(
             configs,
             LoopOptions(
@@ -94,11 +98,20 @@ class Engine:
         return len(self._routes)
 
     def _emit(self, outs: list[RequestOutput]) -> None:
-        # Runs on the MLX thread: one hand-over per step, not per token.
+        # Runs on the MLX thread, once per step. The event loop is woken only when it has
+        # taken everything handed over before, so a fast engine doesn't wake it per token.
         assert self._aio is not None
-        self._aio.call_soon_threadsafe(self._deliver, outs)
+        with self._outbox_lock:
+            self._outbox.extend(outs)
+            if self._wake_pending:
+                return
+            self._wake_pending = True
+        self._aio.call_soon_threadsafe(self._deliver)
 
-    def _deliver(self, outs: list[RequestOutput]) -> None:
+    def _deliver(self) -> None:
+        with self._outbox_lock:
+            outs, self._outbox = self._outbox, []
+            self._wake_pending = False
         for out in outs:
             target = self._routes.get(out.request_id)
             if target is not None:
