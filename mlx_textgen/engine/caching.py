@@ -9,8 +9,10 @@ its new message. Runs on the MLX thread, as the manager must.
 from __future__ import annotations
 
 import logging
+import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 from mlx_textgen.cache import segments as seg
@@ -34,9 +36,20 @@ class EngineCache:
     """Prompt cache calls for the engine loop; a no-op for models with `enable_cache: false`."""
 
     def __init__(self, options: CacheOptions | None) -> None:
-        self.manager = PromptCacheManager(options) if options is not None else None
+        self.manager = self._open(options) if options is not None else None
         self._fingerprints: dict[str, str] = {}
         self._deferred: list[Callable[[], None]] = []
+
+    @staticmethod
+    def _open(options: CacheOptions) -> PromptCacheManager:
+        """The manager; if its directory can't be used, a RAM-only cache rather than no server."""
+        try:
+            return PromptCacheManager(options)
+        except OSError as exc:
+            log.warning("prompt cache: %s unusable (%s); keeping the cache in RAM only", options.root, exc)
+            # An empty scratch root: with no disk budget nothing is written there.
+            scratch = Path(tempfile.mkdtemp(prefix="mlx_textgen-cache-"))
+            return PromptCacheManager(replace(options, root=scratch, disk_budget_bytes=0))
 
     def fingerprint(self, info: ModelInfo) -> str | None:
         if self.manager is None or not info.config.enable_cache:

@@ -82,3 +82,13 @@ def test_sliding_window_hits_equal_cold(gemma_dir, tmp_path):
     assert cached0 == 0 and first == cold
     assert cached1 == len(prompt) - 1 and again == cold  # the checkpoint after the prompt
     assert cached2 >= len(prompt) + len(cold) - 1 and nxt == cold_follow  # after the completion
+
+
+def test_unusable_cache_dir_keeps_a_ram_cache(tmp_path, caplog):
+    from mlx_textgen.engine.caching import EngineCache
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    cache = EngineCache(CacheOptions(root=blocker / "prompt_cache"))
+    assert cache.manager is not None and "RAM only" in caplog.text
+    cache.close()
