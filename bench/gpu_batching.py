@@ -77,7 +77,7 @@ def raw_single(model, tokens: int) -> float:
     import mlx.core as mx
     from mlx_lm.generate import generate_step
 
-    t, first = None, None
+    first = None
     for i, _ in enumerate(generate_step(mx.array(prompts(1)[0]), model, max_tokens=tokens)):
         if i == 0:
             first = time.perf_counter()

@@ -4,7 +4,6 @@ the batch mid-stream without changing a token, greedy or seeded."""
 from __future__ import annotations
 
 import queue
-import threading
 
 import pytest
 
