@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import mlx.core as mx
-import mlx.nn as nn
+from mlx import nn
 from mlx_lm.generate import BatchGenerator, StopSequences, generate_step
 from mlx_lm.models.cache import KVCache, make_prompt_cache
 from mlx_lm.sample_utils import apply_min_p, apply_top_k, apply_top_p
@@ -27,8 +27,8 @@ __all__ = [
     "apply_top_p",
     "download",
     "generate_step",
-    "load_weights",
     "load_tokenizer",
+    "load_weights",
     "make_prompt_cache",
     "to_float_weights",
 ]

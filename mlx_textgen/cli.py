@@ -13,7 +13,6 @@ import sys
 from dataclasses import fields
 from typing import Any
 
-from mlx_textgen.config_template import write_default_config
 from mlx_textgen.config import (
     CACHE_DIR_ENV,
     DEFAULT_CONFIG_FILENAME,
@@ -27,6 +26,7 @@ from mlx_textgen.config import (
     resolve_cache_dir,
     save_cache_dir,
 )
+from mlx_textgen.config_template import write_default_config
 
 PROG = "mlx_textgen"
 

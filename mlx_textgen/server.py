@@ -56,7 +56,7 @@ def build_app(cfg: ServerConfig) -> Any:
     )
     try:
         engine.load()
-    except Exception as exc:  # noqa: BLE001 - any loader failure is reported the same way
+    except Exception as exc:
         engine.stop()
         raise ModelLoadError(f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}") from exc
     app = create_app(engine, list(cfg.api_keys), cfg.max_body_bytes)

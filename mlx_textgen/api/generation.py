@@ -17,7 +17,13 @@ from typing import Any, Protocol
 from fastapi import Request as HTTPRequest
 
 from mlx_textgen.api.errors import APIError, error_body
-from mlx_textgen.engine.request import FinishReason, Request, RequestOutput, SamplingParams, TokenLogprob
+from mlx_textgen.engine.request import (
+    FinishReason,
+    Request,
+    RequestOutput,
+    SamplingParams,
+    TokenLogprob,
+)
 
 log = logging.getLogger("mlx_textgen.api")
 
@@ -193,7 +199,7 @@ async def stream_sse(
             if include_usage:
                 yield sse(base() | {"choices": [], "usage": usage(states)})
         yield sse("[DONE]")
-    except Exception as exc:  # noqa: BLE001 - the client must always see an end
+    except Exception as exc:
         log.exception("stream failed")
         yield sse(error_body(500, f"internal error: {exc}"))
         yield sse("[DONE]")

@@ -188,7 +188,7 @@ def to_sampling_params(
 ) -> SamplingParams:
     """Request fields, else the model's generation_config.json, else OpenAI's defaults."""
 
-    def pick(name: str, fallback: float | int) -> Any:
+    def pick(name: str, fallback: float) -> Any:
         value = getattr(req, name)
         return value if value is not None else defaults.get(name, fallback)
 

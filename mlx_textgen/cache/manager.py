@@ -30,8 +30,8 @@ from typing import Any
 import numpy as np
 
 from mlx_textgen import backend
-from mlx_textgen.cache.fingerprint import model_fingerprint
 from mlx_textgen.cache import segments as seg
+from mlx_textgen.cache.fingerprint import model_fingerprint
 from mlx_textgen.cache.index import IndexRegistry, Match, Node, PrefixIndex
 from mlx_textgen.cache.segments import Segment
 from mlx_textgen.cache.store import DiskStore, SegmentRecord, check_fingerprint

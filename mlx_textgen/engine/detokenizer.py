@@ -29,7 +29,7 @@ class IncrementalDetokenizer:
         full = self._decode(self._ids[self._prefix_offset :])
         if full.endswith("\ufffd") or len(full) <= len(prefix) and not full.startswith(prefix):
             return ""
-        new_text = full[len(prefix) :] if full.startswith(prefix) else full
+        new_text = full.removeprefix(prefix)
         self._read_offset = len(self._ids)
         self._prefix_offset = max(0, self._read_offset - _WINDOW)
         return new_text
@@ -41,4 +41,4 @@ class IncrementalDetokenizer:
         prefix = self._decode(self._ids[self._prefix_offset : self._read_offset])
         full = self._decode(self._ids[self._prefix_offset :])
         self._read_offset = len(self._ids)
-        return full[len(prefix) :] if full.startswith(prefix) else full
+        return full.removeprefix(prefix)

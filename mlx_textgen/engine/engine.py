@@ -11,8 +11,8 @@ import concurrent.futures
 import threading
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 from mlx_textgen.cache.manager import CacheOptions
 from mlx_textgen.config import ModelConfig

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import logging
 import queue
-from concurrent.futures import Future
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,8 +21,8 @@ from typing import Any
 import mlx.core as mx
 
 from mlx_textgen import backend
-from mlx_textgen.config import ModelConfig
 from mlx_textgen.cache.manager import CacheOptions
+from mlx_textgen.config import ModelConfig
 from mlx_textgen.engine import sampling
 from mlx_textgen.engine.caching import EngineCache
 from mlx_textgen.engine.prefill import PrefillJob

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence as Seq
+from collections.abc import Callable
+from collections.abc import Sequence as Seq
 
 from mlx_textgen.engine.detokenizer import IncrementalDetokenizer
 from mlx_textgen.engine.request import FinishReason, Request, RequestOutput, TokenLogprob

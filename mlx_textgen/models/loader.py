@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import mlx.core as mx
-import mlx.nn as nn
+from mlx import nn
 
 from mlx_textgen import backend
 from mlx_textgen.config import ModelConfig
