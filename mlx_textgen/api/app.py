@@ -94,24 +94,38 @@ def _key_ok(given: str, keys: list[str]) -> bool:
     return ok
 
 
-def _presented_key(request: Request) -> str:
-    auth = request.headers.get("authorization", "")
+def _presented_key(headers: dict[bytes, bytes]) -> str:
+    auth = headers.get(b"authorization", b"").decode("latin-1")
     if auth.lower().startswith("bearer "):
         return auth[7:].strip()
-    return request.headers.get("x-api-key", "")
+    return headers.get(b"x-api-key", b"").decode("latin-1")
+
+
+class APIKeys:
+    """401 for /v1 requests without a valid key. A plain ASGI middleware: Starlette's
+    BaseHTTPMiddleware would relay every streamed chunk through an extra task and queue."""
+
+    def __init__(self, app: ASGIApp, keys: list[str]) -> None:
+        self.app = app
+        self.keys = keys
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] == "http"
+            and self.keys
+            and scope["path"].startswith("/v1")
+            and not _key_ok(_presented_key(dict(scope.get("headers", []))), self.keys)
+        ):
+            response = JSONResponse(
+                error_body(401, "Invalid or missing API key.", code="invalid_api_key"), status_code=401
+            )
+            return await response(scope, receive, send)
+        await self.app(scope, receive, send)
 
 
 def create_app(engine: Engine, api_keys: list[str], max_body_bytes: int) -> FastAPI:
     app = FastAPI(title="mlx-textgen", docs_url=None, redoc_url=None)
     app.state.engine = engine
-
-    @app.middleware("http")
-    async def auth(request: Request, call_next: Any) -> Any:
-        if api_keys and request.url.path.startswith("/v1") and not _key_ok(_presented_key(request), api_keys):
-            return JSONResponse(
-                error_body(401, "Invalid or missing API key.", code="invalid_api_key"), status_code=401
-            )
-        return await call_next(request)
 
     @app.exception_handler(APIError)
     async def on_api_error(_: Request, exc: APIError) -> JSONResponse:
@@ -140,5 +154,6 @@ def create_app(engine: Engine, api_keys: list[str], max_body_bytes: int) -> Fast
     app.include_router(completions.router)
     app.include_router(chat.router)
     app.include_router(cache.router)
-    app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
+    app.add_middleware(APIKeys, keys=api_keys)
+    app.add_middleware(BodyLimit, max_bytes=max_body_bytes)  # outermost: runs first
     return app

@@ -7,9 +7,17 @@ same uint16 arrays and the same map, and the MLX thread views them back.
 
 Integrity: the safetensors metadata holds the record fields, the dtype map, the caller's
 meta, a format version, the size of the tensor data (so the whole file size is known from
-the header) and a blake2b checksum over the metadata and the tensors. ``read_header``
-checks the header and the file size without reading tensor data; ``checksum`` covers the
-rest. Where the files live, and how they are shared, is ``store.DiskStore``'s business.
+the header) and a CRC-32 over the metadata and the tensors. ``read_header`` checks the
+header, its tensor table and the file size without reading tensor data; ``checksum``
+covers the rest. Where the files live, and how they are shared, is ``store.DiskStore``'s
+business.
+
+The file is written and read here rather than through the safetensors package, so that
+tensor bytes go straight between the caller's buffers and the file (``file_header`` plus
+``tensor_bytes`` to write, ``tensor_views`` over one read buffer): the calls that move
+them (file I/O, zlib) release the GIL, so a background write or a restore of hundreds of
+megabytes never holds up the thread that runs the model. The files remain standard
+safetensors files.
 
 This module never imports mlx: it may run on a background writer thread.
 """
@@ -21,7 +29,8 @@ import binascii
 import json
 import struct
 import zlib
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from typing import BinaryIO
 
 import numpy as np
@@ -61,6 +70,26 @@ class CorruptSegment(Exception):
     """A segment file that cannot be trusted; the store quarantines it."""
 
 
+# safetensors dtype codes of the numpy dtypes segments use (bfloat16 travels as U16).
+_ST_CODES = {
+    np.dtype(np.float16): "F16", np.dtype(np.float32): "F32", np.dtype(np.float64): "F64",
+    np.dtype(np.int8): "I8", np.dtype(np.int16): "I16", np.dtype(np.int32): "I32",
+    np.dtype(np.int64): "I64", np.dtype(np.uint8): "U8", np.dtype(np.uint16): "U16",
+    np.dtype(np.uint32): "U32", np.dtype(np.uint64): "U64", np.dtype(np.bool_): "BOOL",
+}  # fmt: skip
+_ST_DTYPES = {code: dt for dt, code in _ST_CODES.items()}
+
+
+@dataclass(frozen=True)
+class TensorEntry:
+    """Where one tensor's bytes sit in the data section, and how to view them."""
+
+    dtype: np.dtype
+    shape: tuple[int, ...]
+    begin: int
+    end: int
+
+
 @dataclass(frozen=True)
 class SegmentHeader:
     """A parsed, validated segment header."""
@@ -69,6 +98,8 @@ class SegmentHeader:
     dtypes: dict[str, str]
     meta: dict[str, str]
     fields: dict[str, str]
+    tensors: dict[str, TensorEntry] = field(default_factory=dict)
+    data_start: int = 0  # file offset of the data section
 
 
 def encode_tokens(tokens: tuple[int, ...]) -> str:
@@ -191,18 +222,68 @@ def read_header(f: BinaryIO, file_size: int) -> SegmentHeader:
     try:
         header = json.loads(f.read(length))
         fields = header.pop("__metadata__")
-        ends = [int(t["data_offsets"][1]) for t in header.values()]
+        tensors = {name: _entry(t) for name, t in header.items()}
     except (ValueError, KeyError, TypeError, AttributeError, IndexError, RecursionError) as exc:
         raise CorruptSegment(f"unreadable header: {exc}") from exc
     if not isinstance(fields, dict) or not all(isinstance(v, str) for v in fields.values()):
         raise CorruptSegment("metadata is not a string map")
     parsed = parse_fields(fields)
     data_nbytes = int(fields["data_nbytes"]) if fields["data_nbytes"].isdigit() else -1
-    if data_nbytes != max(ends, default=0) or set(header) != set(parsed.dtypes):
+    if set(tensors) != set(parsed.dtypes) or not _tiles(tensors.values(), data_nbytes):
         raise CorruptSegment("tensor table does not match metadata")
     if 8 + length + data_nbytes != file_size:
         raise CorruptSegment(f"file is {file_size} bytes, header says {8 + length + data_nbytes}")
-    return parsed
+    return SegmentHeader(parsed.record, parsed.dtypes, parsed.meta, parsed.fields, tensors, 8 + length)
+
+
+def _entry(t: dict) -> TensorEntry:
+    dtype = _ST_DTYPES[t["dtype"]]
+    shape = tuple(int(d) for d in t["shape"])
+    begin, end = (int(x) for x in t["data_offsets"])
+    if any(d < 0 for d in shape) or end - begin != int(np.prod(shape, dtype=np.int64)) * dtype.itemsize:
+        raise ValueError("tensor size does not match its offsets")
+    return TensorEntry(dtype, shape, begin, end)
+
+
+def _tiles(entries: Iterable[TensorEntry], nbytes: int) -> bool:
+    """The tensors cover the data section exactly, without overlap."""
+    at = 0
+    for e in sorted(entries, key=lambda e: (e.begin, e.end)):
+        if e.begin != at:
+            return False
+        at = e.end
+    return at == nbytes
+
+
+def file_header(fields: dict[str, str], arrays: dict[str, np.ndarray]) -> bytes:
+    """The 8-byte length and JSON header of a safetensors file holding ``arrays`` in name
+    order (``tensor_bytes``), padded with spaces to 8 bytes as safetensors does."""
+    table: dict[str, object] = {"__metadata__": fields}
+    at = 0
+    for name in sorted(arrays):
+        arr = arrays[name]
+        code = _ST_CODES.get(arr.dtype)
+        if code is None:
+            raise ValueError(f"array {name!r}: no safetensors dtype for {arr.dtype}")
+        table[name] = {"dtype": code, "shape": list(arr.shape), "data_offsets": [at, at + arr.nbytes]}
+        at += arr.nbytes
+    raw = json.dumps(table, separators=(",", ":")).encode()
+    raw += b" " * (-(8 + len(raw)) % 8)
+    return struct.pack("<Q", len(raw)) + raw
+
+
+def tensor_bytes(arrays: dict[str, np.ndarray]) -> list[memoryview]:
+    """The data section, as byte views of the (C-contiguous) arrays in name order."""
+    return [memoryview(arrays[name].reshape(-1).view(np.uint8)) for name in sorted(arrays)]
+
+
+def tensor_views(buf: np.ndarray, header: SegmentHeader) -> dict[str, np.ndarray]:
+    """Arrays viewing ``buf`` (the whole file as uint8) without copying."""
+    base = header.data_start
+    return {
+        name: buf[base + e.begin : base + e.end].view(e.dtype).reshape(e.shape)
+        for name, e in header.tensors.items()
+    }
 
 
 def check_identity(header: SegmentHeader, fingerprint: str, key: str) -> None:

@@ -192,13 +192,18 @@ def dtype_name(dtype: mx.Dtype) -> str:
 
 
 def to_numpy(segment: Segment) -> tuple[dict[str, np.ndarray], dict[str, str], dict[str, str]]:
-    """``(arrays, dtypes, meta)`` for ``DiskStore.put``; run it on the MLX thread."""
-    arrays: dict[str, np.ndarray] = {}
-    dtypes: dict[str, str] = {}
-    for name, x in segment.arrays.items():
-        dtypes[name] = dtype_name(x.dtype)
-        carrier = _CARRIED.get(dtypes[name])
-        arrays[name] = np.array(x.view(carrier) if carrier is not None else x)
+    """``(arrays, dtypes, meta)`` for ``DiskStore.put``; run it on the MLX thread.
+
+    The arrays view the segment's own memory (no copy), so handing them to the disk
+    writer costs the MLX thread nothing; segments are never mutated, and the views keep
+    their arrays alive until written."""
+    dtypes = {name: dtype_name(x.dtype) for name, x in segment.arrays.items()}
+    carried = {
+        name: x.view(_CARRIED[dtypes[name]]) if dtypes[name] in _CARRIED else x
+        for name, x in segment.arrays.items()
+    }
+    mx.eval(list(carried.values()))
+    arrays = {name: np.asarray(memoryview(x)) for name, x in carried.items()}
     meta = {"ntokens": str(segment.ntokens)}
     if segment.classes is not None:
         meta["classes"] = json.dumps(segment.classes)

@@ -33,7 +33,6 @@ from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
-import safetensors.numpy
 
 # FORMAT_* and MAX_HEADER_BYTES are re-exported: they were defined here before the split.
 from mlx_textgen.cache.segment_file import (
@@ -46,8 +45,11 @@ from mlx_textgen.cache.segment_file import (
     build_metadata,
     check_identity,
     checksum,
+    file_header,
     prepare_arrays,
     read_header,
+    tensor_bytes,
+    tensor_views,
 )
 
 try:
@@ -194,15 +196,16 @@ class DiskStore:
         fields = build_metadata(record, arrays, dtypes, meta or {})
         if not self._fits(record.key, int(fields["data_nbytes"])):
             return 0
-        blob = safetensors.numpy.save(arrays, metadata=fields)
-        if not self._fits(record.key, len(blob)):
+        parts = [file_header(fields, arrays), *tensor_bytes(arrays)]
+        size = sum(len(p) for p in parts)
+        if not self._fits(record.key, size):
             return 0
         try:
-            self._write_atomic(path, blob)
+            self._write_atomic(path, parts)
         except FileNotFoundError:
             # delete_all in another process removed the directory under us: once more.
-            self._write_atomic(path, blob)
-        return len(blob)
+            self._write_atomic(path, parts)
+        return size
 
     def _fits(self, key: str, nbytes: int) -> bool:
         if nbytes <= self.budget_bytes:
@@ -230,7 +233,7 @@ class DiskStore:
                 d.mkdir(exist_ok=True)
                 _fsync_dir(d.parent)
 
-    def _write_atomic(self, path: Path, blob: bytes) -> None:
+    def _write_atomic(self, path: Path, parts: list[bytes | memoryview]) -> None:
         """temp file in the same dir -> fsync -> rename -> fsync dir."""
         directory = path.parent
         self._make_dirs(directory)
@@ -238,9 +241,11 @@ class DiskStore:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0),
                      0o644)  # fmt: skip
         try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(blob)
-                f.flush()
+            with os.fdopen(fd, "wb", buffering=0) as f:
+                for part in parts:  # large writes release the GIL
+                    view = memoryview(part)
+                    while view:
+                        view = view[f.write(view) :]
                 os.fsync(f.fileno())
             now = self._now_ns()
             os.utime(tmp, ns=(now, now))
@@ -280,14 +285,16 @@ class DiskStore:
 
     @staticmethod
     def _load_arrays(f: BinaryIO, size: int, header: SegmentHeader) -> dict[str, np.ndarray]:
+        """One read into one buffer (no copy of the tensors after it), then the checksum:
+        both release the GIL."""
+        buf = np.empty(size, dtype=np.uint8)
         f.seek(0)
-        blob = f.read()
-        if len(blob) != size:
+        got = 0
+        while got < size and (n := f.readinto(memoryview(buf)[got:])):
+            got += n
+        if got != size or f.read(1):
             raise CorruptSegment("file changed size while reading")
-        try:
-            arrays = safetensors.numpy.load(blob)
-        except Exception as exc:  # the library's own error type varies by version
-            raise CorruptSegment(f"safetensors: {exc}") from exc
+        arrays = tensor_views(buf, header)
         if checksum(header.fields, arrays) != header.fields["checksum"]:
             raise CorruptSegment("checksum mismatch")
         return arrays

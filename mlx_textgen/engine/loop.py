@@ -348,18 +348,21 @@ class EngineLoop:
     def _decode(self) -> None:
         loaded = self._loaded
         assert loaded is not None
+        # A finished sequence's cache is committed after its last output is handed over,
+        # so storing it never delays the response.
         if self._solo is not None:
             solo, seq = self._solo
-            out = self._account(seq, solo.step())
+            with mx.stream(loaded.generator.stream):  # the stream its prefill ran on
+                out = self._account(seq, solo.step())
+            self.stats["decode_tokens"] += 1
+            self._emit([out])
             if out.finished:
                 self._solo = None
                 self._cache.commit(loaded.info, solo.context, solo.cache, [len(solo.context)])
-            self.stats["decode_tokens"] += 1
-            self._emit([out])
             return
         _, responses = loaded.generator.next()
         self.stats["decode_tokens"] += len(responses)
-        outputs = []
+        outputs, done = [], []
         for r in responses:
             seq = self._by_uid.get(r.uid)
             if seq is None:
@@ -368,11 +371,12 @@ class EngineLoop:
             if out.finished and r.finish_reason is None:
                 loaded.generator.remove([r.uid])  # a stop string: the generator doesn't know
             elif out.finished and r.prompt_cache:
-                tokens = list(r.all_tokens)
-                self._cache.commit(loaded.info, tokens, r.prompt_cache, [len(tokens)])
+                done.append((list(r.all_tokens), r.prompt_cache))
             outputs.append(out)
         if outputs:
             self._emit(outputs)
+        for tokens, cache in done:
+            self._cache.commit(loaded.info, tokens, cache, [len(tokens)])
 
     def _logprob(self, seq: Sequence, r: Any) -> TokenLogprob | None:
         k = seq.request.params.logprobs

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import multiprocessing
 import os
+import struct
 import threading
 import time
 from dataclasses import replace
@@ -220,10 +222,40 @@ def test_scan_reads_headers_only(store: DiskStore, monkeypatch) -> None:
     def no_data(*_args: object, **_kw: object) -> None:
         raise AssertionError("scan loaded tensor data")
 
-    monkeypatch.setattr(store_mod.safetensors.numpy, "load", no_data)
-    monkeypatch.setattr(store_mod.safetensors.numpy, "load_file", no_data)
+    monkeypatch.setattr(store_mod.DiskStore, "_load_arrays", staticmethod(no_data))
     assert DiskStore(store.root, BIG).scan() == [record]
     monkeypatch.undo()
+    assert store.get(FP, record.key) is None and len(quarantined(store.root)) == 1
+
+
+def test_files_are_standard_safetensors(store: DiskStore) -> None:
+    """Written without the safetensors package, read back by it; and a file the package
+    wrote (as earlier versions did) reads back through the store."""
+    record, arrays, dtypes = segment(17)
+    store.put(record, arrays, dtypes)
+    path = store.path_for(FP, record.key)
+    loaded = safetensors.numpy.load_file(str(path))
+    assert loaded.keys() == arrays.keys()
+    assert all(np.array_equal(loaded[k], arrays[k]) for k in arrays)
+    fields = store_mod._build_metadata(record, arrays, dtypes, {})
+    path.write_bytes(safetensors.numpy.save(arrays, metadata=fields))
+    got = store.get(FP, record.key)
+    assert got is not None and all(np.array_equal(got[1][k], arrays[k]) for k in arrays)
+
+
+def test_overlapping_tensor_table_is_corrupt(store: DiskStore) -> None:
+    record, arrays, dtypes = segment(18)
+    store.put(record, arrays, dtypes)
+    path = store.path_for(FP, record.key)
+    raw = path.read_bytes()
+    (n,) = struct.unpack("<Q", raw[:8])
+    table = json.loads(raw[8 : 8 + n])
+    names = sorted(k for k in table if k != "__metadata__")
+    first, second = table[names[0]], table[names[1]]
+    second["data_offsets"] = first["data_offsets"]  # two tensors on the same bytes
+    second["shape"], second["dtype"] = first["shape"], first["dtype"]
+    body = json.dumps(table).encode()
+    path.write_bytes(struct.pack("<Q", len(body)) + body + raw[8 + n :])
     assert store.get(FP, record.key) is None and len(quarantined(store.root)) == 1
 
 
