@@ -160,14 +160,17 @@ def run_shape(shape: str, levels: list[int], tokens: int, port: int, rounds: int
     proc = start_server(model_dir, port, max(levels))
     base = f"http://127.0.0.1:{port}"
     try:
-        raw_batch(model, 2, 8)  # warm-up / compile
-        asyncio.run(server_wave(base, 2, 8))
+        # Every measurement is preceded by an untimed one of the same size: MLX compiles
+        # kernels per shape on first use (on CUDA, tens to hundreds of ms each).
+        raw_single(model, tokens), server_single(base, tokens)
         single = [(raw_single(model, tokens), server_single(base, tokens)) for _ in range(rounds)]
         res = {"shape": shape, "raw_single": median(r for r, _ in single),
                "server_single": median(s for _, s in single), "levels": {}}
         for n in levels:
-            runs = [(raw_batch(model, n, tokens), asyncio.run(server_wave(base, n, tokens)),
-                     asyncio.run(server_wave(base, n, tokens, stream=True))) for _ in range(rounds)]
+            wave = lambda: (raw_batch(model, n, tokens), asyncio.run(server_wave(base, n, tokens)),  # noqa: E731
+                            asyncio.run(server_wave(base, n, tokens, stream=True)))
+            wave()
+            runs = [wave() for _ in range(rounds)]
             res["levels"][n] = {k: median(r[i] for r in runs) for i, k in enumerate(("raw", "server", "server_stream"))}
             print(f"[{shape}] {n} streams: " + ", ".join(f"{k} {v:.1f}" for k, v in res["levels"][n].items()), flush=True)
     finally:

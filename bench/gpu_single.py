@@ -81,41 +81,37 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--shape", default="1b")
     ap.add_argument("--tokens", type=int, default=512)
-    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=5)
     a = ap.parse_args()
     import mlx.core as mx
 
     print("device:", mx.default_device(), flush=True)
     model, model_dir = build_model_dir(a.shape, Path("/tmp/bench-models"))
-    rows: list[tuple[str, list[float]]] = []
-
-    def show(name: str, xs: list[float]) -> None:
-        rows.append((name, xs))
-        print(f"{name:<34} {median(xs):8.1f} tok/s {[round(x, 1) for x in xs]}", flush=True)
-
-    raw_single(model, 16)
-    show("generate_step, main thread", [raw_single(model, a.tokens) for _ in range(a.rounds)])
-    show("generate_step, worker thread", [in_thread(raw_single, model, a.tokens) for _ in range(a.rounds)])
-    del model
-    mx.clear_cache()
-    eng = FirstToLast(model_dir)
-    eng.rate(8)
-    show("engine loop in-process", [eng.rate(a.tokens) for _ in range(a.rounds)])
-    eng.loop.stop()
-    del eng
-    mx.clear_cache()
     proc = start_server(model_dir, 18100, 16)
+    base = "http://127.0.0.1:18100"
+    eng = FirstToLast(model_dir)
+    paths = {
+        "generate_step, main thread": lambda: raw_single(model, a.tokens),
+        "generate_step, worker thread": lambda: in_thread(raw_single, model, a.tokens),
+        "engine loop in-process": lambda: eng.rate(a.tokens),
+        "server, SSE": lambda: server_single(base, a.tokens),
+        "server, JSON": lambda: json_rate(base, a.tokens),
+    }
+    rows: dict[str, list[float]] = {name: [] for name in paths}
     try:
-        base = "http://127.0.0.1:18100"
-        server_single(base, 8)
-        show("server, SSE", [server_single(base, a.tokens) for _ in range(a.rounds)])
-        show("server, JSON", [json_rate(base, a.tokens) for _ in range(a.rounds)])
+        for run in paths.values():  # full-length warm-up: kernels for every context length
+            run()
+        for _ in range(a.rounds):  # interleaved, so drift in the machine hits every path alike
+            for name, run in paths.items():
+                rows[name].append(run())
     finally:
         proc.terminate()
         proc.wait()
-    ref = median(rows[0][1])
-    for name, xs in rows:
-        print(f"  {name:<34} {median(xs) / ref:.3f} of generate_step")
+        eng.loop.stop()
+    ref = median(rows["generate_step, main thread"])
+    for name, xs in rows.items():
+        print(f"{name:<30} {median(xs):7.1f} tok/s  {median(xs) / ref:.3f} of generate_step  "
+              f"{[round(x) for x in xs]}", flush=True)
 
 
 if __name__ == "__main__":
