@@ -149,7 +149,7 @@ class PromptCacheManager:
                 return Lookup(cache, 0, note + self._miss_reason(fingerprint, index, match))
             index.inc_lock_ref(match.nodes)
             self._refresh_protected()  # so that the disk budget leaves these files alone
-            failed = self._restore(fingerprint, index, match, cache)
+            failed = self._restore(fingerprint, index, match, cache, room=len(tokens) - match.length)
             if failed is None:
                 return self._hit(fingerprint, index, match, cache, note)
             index.dec_lock_ref(match.nodes)
@@ -170,7 +170,7 @@ class PromptCacheManager:
         return Lookup(cache, match.length, note + match.reason, [pin])
 
     def _restore(
-        self, fingerprint: str, index: PrefixIndex, match: Match, cache: list[Any]
+        self, fingerprint: str, index: PrefixIndex, match: Match, cache: list[Any], room: int = 0
     ) -> tuple[Node, str] | None:
         """Fill ``cache`` from the match's segments; else the node that failed, and how."""
         segments: list[Segment] = []
@@ -181,7 +181,7 @@ class PromptCacheManager:
             segments.append(segment)
         try:
             if index.trimmable:
-                seg.restore_kv(cache, segments, match.length)
+                seg.restore_kv(cache, segments, match.length, room)
             else:
                 seg.restore_state(cache, segments[0])
         except (ValueError, KeyError, TypeError) as exc:

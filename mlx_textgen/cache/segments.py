@@ -119,21 +119,30 @@ def tail_kv(segment: Segment, ntokens: int) -> Segment:
     return Segment(arrays, ntokens)
 
 
-def restore_kv(cache: Sequence[Any], segments: Sequence[Segment], length: int) -> None:
-    """Fill fresh ``KVCache`` layers with the first ``length`` tokens of a chain of slices."""
+def restore_kv(
+    cache: Sequence[Any], segments: Sequence[Segment], length: int, room: int = 0
+) -> None:
+    """Fill fresh ``KVCache`` layers with the first ``length`` tokens of a chain of slices.
+
+    The buffers get space for ``room`` more tokens (rounded up to the cache's step), laid
+    out in the same copy: otherwise the first tokens after a hit would make every layer
+    reallocate and copy its whole KV, which on a CPU costs more than the restore itself."""
     if sum(s.ntokens for s in segments) < length:
         raise ValueError("segments hold fewer tokens than asked for")
     filled: list[mx.array] = []
     for i, c in enumerate(cache):
-        keys = _join([s.arrays[f"{i}.keys"] for s in segments], length)
-        values = _join([s.arrays[f"{i}.values"] for s in segments], length)
+        step = getattr(c, "step", 256)
+        spare = -(-(length + max(room, 0)) // step) * step - length
+        keys = _join([s.arrays[f"{i}.keys"] for s in segments], length, spare)
+        values = _join([s.arrays[f"{i}.values"] for s in segments], length, spare)
         c.state = (keys, values, length)  # mlx-lm 0.32: (keys, values, offset)
         filled += [keys, values]
     mx.eval(filled)
 
 
-def _join(parts: list[mx.array], length: int) -> mx.array:
-    """The first ``length`` tokens of ``parts`` laid end to end, in a new array."""
+def _join(parts: list[mx.array], length: int, spare: int = 0) -> mx.array:
+    """The first ``length`` tokens of ``parts`` laid end to end in a new array, followed by
+    ``spare`` zeroed positions."""
     cut, left = [], length
     for part in parts:
         if left <= 0:
@@ -141,6 +150,9 @@ def _join(parts: list[mx.array], length: int) -> mx.array:
         take = min(left, part.shape[2])
         cut.append(part[..., :take, :])
         left -= take
+    if spare > 0:
+        shape = (*cut[0].shape[:2], spare, cut[0].shape[3])
+        cut.append(mx.zeros(shape, dtype=cut[0].dtype))
     return _copy(cut[0]) if len(cut) == 1 else mx.concatenate(cut, axis=2)
 
 

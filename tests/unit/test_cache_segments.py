@@ -48,6 +48,20 @@ def test_slice_and_restore_round_trip():
             np.testing.assert_array_equal(as_np(values), as_np(orig.values[..., :length, :]))
 
 
+def test_restore_leaves_room_for_the_rest_of_the_prompt():
+    """A hit's remaining prompt tokens land in the restored buffer: no reallocation."""
+    cache = filled(10)
+    fresh = [KVCache() for _ in range(LAYERS)]
+    seg.restore_kv(fresh, [seg.slice_kv(cache, 0, 10)], 10, room=300)
+    capacity = fresh[0].keys.shape[2]
+    assert capacity >= 310 and capacity % fresh[0].step == 0 and fresh[0].offset == 10
+    more = kv(300, 5)
+    keys, _ = fresh[0].update_and_fetch(more, more)
+    assert fresh[0].keys.shape[2] == capacity and fresh[0].offset == 310
+    np.testing.assert_array_equal(as_np(keys[..., :10, :]), as_np(cache[0].keys[..., :10, :]))
+    np.testing.assert_array_equal(as_np(keys[..., 10:, :]), as_np(more))
+
+
 def test_restored_cache_keeps_growing():
     cache = filled(6)
     fresh = [KVCache() for _ in range(LAYERS)]
