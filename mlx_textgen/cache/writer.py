@@ -2,8 +2,8 @@
 
 The MLX thread converts a segment to numpy and calls ``submit``, which only enqueues.
 One daemon thread drains the queue into ``DiskStore.put``. The queue is bounded in
-bytes; a submission that would exceed the bound is dropped (the segment simply is not
-persisted), since waiting would stall generation.
+bytes; a submission that would exceed the bound while others are pending is dropped (the
+segment simply is not persisted), since waiting would stall generation.
 """
 
 from __future__ import annotations
@@ -76,7 +76,9 @@ class DiskWriter:
             if self._closed:
                 log.warning("disk writer closed; segment %s dropped", record.key)
                 return False
-            if self._pending_bytes + nbytes > self.max_pending_bytes:
+            # An idle writer takes any one segment, so a prompt whose KV alone exceeds the
+            # bound (an 8B model's 8,000 tokens are ~1 GB) is still persisted.
+            if self._pending_bytes and self._pending_bytes + nbytes > self.max_pending_bytes:
                 log.warning(
                     "disk writer backlog %d + %d bytes over %d; segment %s dropped",
                     self._pending_bytes, nbytes, self.max_pending_bytes, record.key,

@@ -17,8 +17,27 @@ from typing import Any
 from mlx_textgen.cache.manager import CacheOptions
 from mlx_textgen.config import ModelConfig
 from mlx_textgen.engine.loop import EngineLoop, LoopOptions
-from mlx_textgen.engine.request import Request, RequestOutput
+from mlx_textgen.engine.request import FinishReason, Request, RequestOutput
 from mlx_textgen.models.loader import ModelInfo
+
+
+def fold(batch: list[tuple[int, RequestOutput]]) -> list[tuple[int, RequestOutput]]:
+    """Merge the deltas of each choice that arrived together into one, in order.
+
+    When the HTTP side keeps up, each delivery holds one token per choice and nothing
+    changes; when it falls behind (many streams, a busy event loop), a choice's waiting
+    tokens go out as one chunk, so the work per token shrinks exactly when it matters.
+    An error or abort stays separate, so the text before it is still delivered."""
+    out: list[tuple[int, RequestOutput]] = []
+    open_at: dict[int, int] = {}  # choice -> position in `out` of its delta still open
+    for i, o in batch:
+        at = open_at.get(i)
+        if o.finish_reason in (FinishReason.ERROR, FinishReason.ABORT) or at is None:
+            open_at[i] = len(out)
+            out.append((i, o))
+        else:
+            out[at][1].absorb(o)
+    return out
 
 
 class Overloaded(RuntimeError):
@@ -155,10 +174,13 @@ class Engine:
         unfinished = len(sub.request_ids)
         try:
             while unfinished:
-                i, out = await sub.queue.get()
-                if out.finished:
-                    unfinished -= 1
-                    self._routes.pop(sub.request_ids[i], None)
-                yield i, out
+                batch = [await sub.queue.get()]
+                while not sub.queue.empty():
+                    batch.append(sub.queue.get_nowait())
+                for i, out in fold(batch):
+                    if out.finished:
+                        unfinished -= 1
+                        self._routes.pop(sub.request_ids[i], None)
+                    yield i, out
         finally:
             self.abort([rid for rid in sub.request_ids if rid in self._routes])

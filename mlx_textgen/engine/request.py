@@ -81,3 +81,13 @@ class RequestOutput:
     @property
     def finished(self) -> bool:
         return self.finish_reason is not None
+
+    def absorb(self, later: RequestOutput) -> None:
+        """Take in the next delta of the same sequence, as if both had come as one."""
+        self.text += later.text
+        self.token_ids.extend(later.token_ids)
+        self.logprobs.extend(later.logprobs)
+        self.prompt_tokens, self.completion_tokens = later.prompt_tokens, later.completion_tokens
+        self.cached_tokens = later.cached_tokens
+        self.cache_note = later.cache_note or self.cache_note
+        self.finish_reason = later.finish_reason

@@ -488,6 +488,18 @@ def test_writer_drops_over_pending_bound(tmp_path: Path, caplog) -> None:
     assert {r.key for r in store.scan()} == {key_of(0), key_of(2)}
 
 
+def test_idle_writer_takes_a_segment_over_the_bound(tmp_path: Path) -> None:
+    store = BlockingStore(tmp_path)
+    rec, arrays, dtypes = segment(0)
+    writer = DiskWriter(store, max_pending_bytes=1)  # smaller than any segment
+    assert writer.submit(rec, arrays, dtypes)
+    assert store.entered.wait(5)
+    assert writer.submit(*segment(1)) is False  # busy: the bound applies
+    store.gate.set()
+    writer.close(timeout=10)
+    assert {r.key for r in store.scan()} == {key_of(0)}
+
+
 def test_writer_survives_failed_writes(tmp_path: Path) -> None:
     writer = DiskWriter(DiskStore(tmp_path, BIG))
     results: list[int | None] = []
