@@ -1,7 +1,7 @@
 """Where batched throughput goes on a GPU: raw BatchGenerator, the engine loop in-process
 (requests all at once, or staggered as HTTP delivers them), and the server over HTTP.
 
-    python bench/gpu_diag.py --shape 1b --streams 16 --tokens 512 --rounds 3
+    python bench/gpu_diag.py --shape 1b --streams 4,16 --tokens 256 --rounds 3
 """
 
 from __future__ import annotations
@@ -63,32 +63,38 @@ class InProcess:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--shape", default="1b")
-    ap.add_argument("--streams", type=int, default=16)
-    ap.add_argument("--tokens", type=int, default=512)
+    ap.add_argument("--streams", default="4,16")
+    ap.add_argument("--tokens", type=int, default=256)
     ap.add_argument("--rounds", type=int, default=3)
     a = ap.parse_args()
-    import mlx.core as mx
 
     model, model_dir = build_model_dir(a.shape, Path("/tmp/bench-models"))
-    raw_batch(model, 2, 8)
-    raw = [raw_batch(model, a.streams, a.tokens) for _ in range(a.rounds)]
-    print(f"raw BatchGenerator: {median(raw):.1f} tok/s {[round(x) for x in raw]}", flush=True)
-    del model
-    mx.clear_cache()
-    eng = InProcess(model_dir)
-    eng.rate(2, 8, 0)
-    for stagger in (0.0, 0.002):
-        r = [eng.rate(a.streams, a.tokens, stagger) for _ in range(a.rounds)]
-        print(f"engine loop, stagger {stagger * 1000:.0f} ms: {median(r):.1f} tok/s {[round(x) for x in r]}", flush=True)
-    eng.loop.stop()
     proc = start_server(model_dir, 18100, 16)
+    base = "http://127.0.0.1:18100"
+    eng = InProcess(model_dir)
     try:
-        asyncio.run(server_wave("http://127.0.0.1:18100", 2, 8))
-        r = [asyncio.run(server_wave("http://127.0.0.1:18100", a.streams, a.tokens)) for _ in range(a.rounds)]
-        print(f"server (HTTP): {median(r):.1f} tok/s {[round(x) for x in r]}", flush=True)
+        for n in (int(x) for x in a.streams.split(",")):
+            paths = {
+                "raw BatchGenerator": lambda n=n: raw_batch(model, n, a.tokens),
+                "engine loop, all at once": lambda n=n: eng.rate(n, a.tokens, 0.0),
+                "engine loop, 2 ms apart": lambda n=n: eng.rate(n, a.tokens, 0.002),
+                "server JSON": lambda n=n: asyncio.run(server_wave(base, n, a.tokens)),
+                "server SSE": lambda n=n: asyncio.run(server_wave(base, n, a.tokens, stream=True)),
+            }
+            for run in paths.values():  # untimed: kernels compile per shape
+                run()
+            rows = {name: [] for name in paths}
+            for _ in range(a.rounds):  # interleaved
+                for name, run in paths.items():
+                    rows[name].append(run())
+            ref = median(rows["raw BatchGenerator"])
+            for name, xs in rows.items():
+                print(f"{n:>3} streams  {name:<26} {median(xs):8.1f} tok/s  {median(xs) / ref:.3f}  "
+                      f"{[round(x) for x in xs]}", flush=True)
     finally:
         proc.terminate()
         proc.wait()
+        eng.loop.stop()
 
 
 if __name__ == "__main__":

@@ -1,15 +1,12 @@
-"""Start the server: pick the BLAS, start the engine thread, serve the API with uvicorn."""
+"""Start the server: start the engine process, serve the API with uvicorn."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import sys
 from contextlib import asynccontextmanager
 from typing import Any
 
-from mlx_textgen.blas import select_blas
 from mlx_textgen.config import ServerConfig
 
 log = logging.getLogger("mlx_textgen")
@@ -27,13 +24,12 @@ def setup_logging(level: str) -> None:
 
 
 def build_app(cfg: ServerConfig) -> Any:
-    """Load the models on the engine's thread, then build the ASGI app around the engine.
+    """Load the models in the engine process, then build the ASGI app around the engine.
 
     Raises ModelLoadError (with a one-line reason) when a model can't be loaded."""
-    # MLX may be imported only after the BLAS is chosen.
     from mlx_textgen.api.app import create_app
     from mlx_textgen.cache.manager import CacheOptions
-    from mlx_textgen.engine.engine import Engine, EngineOptions
+    from mlx_textgen.engine.engine import Engine, EngineOptions, EngineStartupError
 
     engine = Engine(
         cfg.model_configs,
@@ -43,6 +39,7 @@ def build_app(cfg: ServerConfig) -> Any:
             max_running_requests=cfg.max_running_requests,
             max_queued_requests=cfg.max_queued_requests,
             request_timeout=cfg.request_timeout,
+            blas=cfg.blas,
             prompt_cache=CacheOptions(
                 root=cfg.resolved_cache_dir() / "prompt_cache",
                 ram_budget_bytes=int(cfg.cache_ram_gb * (1 << 30)),
@@ -56,9 +53,9 @@ def build_app(cfg: ServerConfig) -> Any:
     )
     try:
         engine.load()
-    except Exception as exc:
+    except EngineStartupError as exc:
         engine.stop()
-        raise ModelLoadError(f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}") from exc
+        raise ModelLoadError(str(exc)) from None
     app = create_app(engine, list(cfg.api_keys), cfg.max_body_bytes)
 
     @asynccontextmanager
@@ -75,11 +72,6 @@ def build_app(cfg: ServerConfig) -> Any:
 def run(cfg: ServerConfig) -> None:
     """Serve until interrupted."""
     setup_logging(cfg.log_level)
-    # A GIL switch interval for experiments; measured on an H100, 0.5 ms cost 30% of
-    # batched throughput against Python's default 5 ms, so the default stays.
-    if "MLX_TEXTGEN_SWITCH_INTERVAL" in os.environ:
-        sys.setswitchinterval(float(os.environ["MLX_TEXTGEN_SWITCH_INTERVAL"]))
-    select_blas(cfg.blas)
     import uvicorn
 
     try:
@@ -88,3 +80,5 @@ def run(cfg: ServerConfig) -> None:
         log.error("could not load the model(s): %s", exc)
         raise SystemExit(1) from None
     uvicorn.run(app, host=cfg.host, port=cfg.port, log_level=cfg.log_level.lower(), access_log=False)
+    if not app.state.engine.alive:  # a supervisor should restart us
+        raise SystemExit(1)

@@ -142,7 +142,9 @@ def create_app(engine: Engine, api_keys: list[str], max_body_bytes: int) -> Fast
         return JSONResponse(error_body(exc.status_code, message), status_code=exc.status_code)
 
     @app.get("/health")
-    async def health() -> dict[str, Any]:
+    async def health() -> Any:
+        if not engine.alive:
+            return JSONResponse(error_body(503, "The engine process is not running."), status_code=503)
         return {
             "status": "ok",
             "models": list(engine.models),

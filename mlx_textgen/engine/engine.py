@@ -1,13 +1,19 @@
 """The asyncio side of the engine: submit requests, stream their outputs, abort them.
 
-Nothing here calls MLX; outputs come back from the MLX thread through
-`loop.call_soon_threadsafe` into one asyncio queue per request.
+Nothing here calls MLX: the engine loop runs in its own process (`worker.py`); its
+outputs come back on a reader thread and through `loop.call_soon_threadsafe` into one
+asyncio queue per request.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import dataclasses
+import itertools
+import logging
+import os
+import signal
 import threading
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -16,9 +22,18 @@ from typing import Any
 
 from mlx_textgen.cache.manager import CacheOptions
 from mlx_textgen.config import ModelConfig
-from mlx_textgen.engine.loop import EngineLoop, LoopOptions
 from mlx_textgen.engine.request import FinishReason, Request, RequestOutput
+from mlx_textgen.engine.worker import EngineProcess, EngineStartupError
 from mlx_textgen.models.loader import ModelInfo
+
+log = logging.getLogger("mlx_textgen.engine")
+
+__all__ = ["Engine", "EngineOptions", "EngineStartupError", "Overloaded", "TooManyChoices"]
+
+
+def _interrupt() -> None:
+    """Ask the server to shut down as Ctrl-C would (uvicorn handles SIGINT gracefully)."""
+    os.kill(os.getpid(), signal.SIGINT)
 
 
 def fold(batch: list[tuple[int, RequestOutput]]) -> list[tuple[int, RequestOutput]]:
@@ -64,6 +79,7 @@ class EngineOptions:
     max_queued_requests: int = 64
     request_timeout: float | None = None
     prompt_cache: CacheOptions | None = None
+    blas: str = "auto"
 
 
 class Engine:
@@ -77,49 +93,84 @@ class Engine:
         self._outbox: list[RequestOutput] = []
         self._outbox_lock = threading.Lock()
         self._wake_pending = False
-        self._loop = EngineLoop(
-            configs,
-            LoopOptions(
-                cache_root=options.cache_root,
-                cpu_weights=options.cpu_weights,
-                max_running_requests=options.max_running_requests,
-                request_timeout=options.request_timeout,
-                prompt_cache=options.prompt_cache,
-            ),
-            self._emit,
-        )
+        self._models: dict[str, ModelInfo] = {}
+        self._stats = {"prompt_tokens": 0, "prefill_tokens": 0, "cached_tokens": 0, "decode_tokens": 0}
+        self._calls: dict[int, concurrent.futures.Future] = {}
+        self._call_ids = itertools.count()
+        self._gone = False
+        self._stopping = False
+        loop_options = {
+            "cache_root": options.cache_root,
+            "cpu_weights": options.cpu_weights,
+            "max_running_requests": options.max_running_requests,
+            "request_timeout": options.request_timeout,
+            "prompt_cache": dataclasses.asdict(options.prompt_cache) if options.prompt_cache else None,
+        }
+        self._process = EngineProcess(configs, loop_options, options.blas, self._on_message)
 
     @property
     def models(self) -> dict[str, ModelInfo]:
-        return self._loop.models
+        return self._models
 
     def load(self) -> None:
-        """Start the MLX thread and wait until its models are ready (or raise why not)."""
-        self._loop.start()
-        self._loop.ready.wait()
-        if self._loop.startup_error is not None:
-            raise self._loop.startup_error
+        """Start the engine process and wait until its models are ready; EngineStartupError
+        (one line) when they can't be loaded."""
+        self._models = self._process.start()
 
     def attach(self, aio: asyncio.AbstractEventLoop) -> None:
         """The event loop that outputs are delivered on (the server's)."""
         self._aio = aio
 
     def stop(self) -> None:
-        self._loop.stop()
+        self._stopping = True
+        self._process.stop()
 
     @property
     def stats(self) -> dict[str, int]:
         """Token counters since start: prompt (received), prefill (computed), cached, decode."""
-        return dict(self._loop.stats)
+        return dict(self._stats)
+
+    @property
+    def alive(self) -> bool:
+        """False once the engine process has exited on its own."""
+        return not self._gone
 
     @property
     def in_flight(self) -> int:
         return len(self._routes)
 
+    def _on_message(self, kind: str, value: Any) -> None:
+        # The reader thread: one message per engine step, plus call results.
+        if kind == "out":
+            outs, self._stats = value
+            self._emit(outs)
+        elif kind == "result":
+            call_id, ok, result = value
+            fut = self._calls.pop(call_id, None)
+            if fut is not None:
+                fut.set_result(result) if ok else fut.set_exception(RuntimeError(result))
+        elif kind == "gone" and not self._stopping:
+            self._gone = True
+            log.error("the engine process exited unexpectedly; stopping the server")
+            self._fail_everything("the engine process exited")
+            if self._aio is not None:  # let the error events go out, then shut down
+                self._aio.call_soon_threadsafe(self._aio.call_later, 0.5, _interrupt)
+
+    def _fail_everything(self, message: str) -> None:
+        for fut in list(self._calls.values()):
+            fut.set_exception(RuntimeError(message))
+        self._calls.clear()
+        if self._aio is None:
+            return
+        outs = [RequestOutput(rid, finish_reason=FinishReason.ERROR, error=message) for rid in list(self._routes)]
+        if outs:
+            self._emit(outs)
+
     def _emit(self, outs: list[RequestOutput]) -> None:
-        # Runs on the MLX thread, once per step. The event loop is woken only when it has
-        # taken everything handed over before, so a fast engine doesn't wake it per token.
-        assert self._aio is not None
+        # The event loop is woken only when it has taken everything handed over before,
+        # so a fast engine doesn't wake it per token.
+        if self._aio is None:
+            return
         with self._outbox_lock:
             self._outbox.extend(outs)
             if self._wake_pending:
@@ -148,21 +199,25 @@ class Engine:
             raise Overloaded(
                 f"server is at capacity ({self.in_flight} sequences in flight, limit {limit})"
             )
+        if self._gone:
+            raise Overloaded("the engine process is not running")
         sub = Submission(asyncio.Queue(), [r.request_id for r in requests])
         for i, req in enumerate(requests):
             self._routes[req.request_id] = (sub.queue, i)
-            self._loop.submit(req)
+            self._process.send("add", req)
         return sub
 
     def abort(self, request_ids: list[str]) -> None:
         for rid in request_ids:
             if self._routes.pop(rid, None) is not None:
-                self._loop.abort(rid)
+                self._process.send("abort", rid)
 
-    async def call(self, fn: Any) -> Any:
-        """Run `fn(loop)` on the MLX thread (e.g. prompt cache admin) and await its result."""
+    async def call(self, op: str, arg: Any = None) -> Any:
+        """Run an admin operation (`worker.OPS`) on the engine's MLX thread between steps."""
         fut: concurrent.futures.Future = concurrent.futures.Future()
-        self._loop.call(fn, fut)
+        call_id = next(self._call_ids)
+        self._calls[call_id] = fut
+        self._process.send("call", (call_id, op, arg))
         return await asyncio.wrap_future(fut)
 
     def open(self, requests: list[Request]) -> AsyncIterator[tuple[int, RequestOutput]]:

@@ -23,7 +23,7 @@ router = APIRouter()
 @router.get("/v1/cache")
 async def list_cache(http: Request) -> dict[str, Any]:
     engine = engine_of(http)
-    entries = await engine.call(lambda loop: loop.cache.entries(loop.models))
+    entries = await engine.call("cache_entries")
     per_model: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for e in entries:
         per_model[e["model"]].append(e)
@@ -42,7 +42,7 @@ async def list_cache(http: Request) -> dict[str, Any]:
 @router.delete("/v1/cache")
 async def clear_cache(http: Request, model: str | None = None) -> dict[str, Any]:
     info = resolve_model(http, model) if model is not None else None
-    removed = await engine_of(http).call(lambda loop: loop.cache.clear(info))
+    removed = await engine_of(http).call("cache_clear", info.name if info is not None else None)
     return {"object": "cache.deleted", "model": model, "deleted": removed}
 
 

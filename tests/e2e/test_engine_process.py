@@ -1,0 +1,76 @@
+"""The engine runs in its own process: it gets the fast BLAS, and if it dies the server
+fails what was running with an error and exits non-zero (for a supervisor to restart)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from pathlib import Path
+
+import httpx
+import pytest
+
+from mlx_textgen.blas import find_system_blas
+from tests.e2e.conftest import API_KEY, MODEL
+from tests.e2e.server import ServerProcess, wait_until
+
+
+def engine_pid(server_pid: int) -> int | None:
+    """The spawned engine process among the server's children."""
+    try:
+        children = Path(f"/proc/{server_pid}/task/{server_pid}/children").read_text().split()
+    except OSError:
+        return None
+    for pid in children:
+        try:
+            if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                return int(pid)
+        except OSError:
+            continue
+    return None
+
+
+def test_engine_process_gets_the_fast_blas(server):
+    log = Path(server.log.name).read_text(errors="replace")
+    assert "MLX is already imported" not in log
+    if find_system_blas() is not None:
+        assert "BLAS: fast path" in log
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs /proc to find the engine process")
+def test_engine_crash_fails_requests_and_exits_nonzero(smollm2_gguf, cache_root):
+    srv = ServerProcess(["--api-key", API_KEY], cache_root)
+    try:
+        pid = engine_pid(srv.proc.pid)
+        assert pid is not None and pid != srv.proc.pid
+        events: list[str] = []
+        started = threading.Event()
+
+        def stream() -> None:
+            body = {"model": MODEL, "prompt": "Once upon a time", "max_tokens": 400, "stream": True,
+                    "temperature": 0, "ignore_eos": True}
+            headers = {"Authorization": f"Bearer {API_KEY}"}
+            try:
+                with httpx.stream("POST", f"{srv.base_url}/v1/completions", json=body, headers=headers,
+                                  timeout=60) as r:
+                    for line in r.iter_lines():
+                        if line.startswith("data: "):
+                            events.append(line)
+                            started.set()
+            except httpx.HTTPError as exc:  # the server going away mid-stream is also a failure seen
+                events.append(f"transport error: {exc}")
+            started.set()
+
+        t = threading.Thread(target=stream)
+        t.start()
+        assert started.wait(60)
+        os.kill(pid, signal.SIGKILL)
+        t.join(60)
+        assert not t.is_alive()
+        assert any('"error"' in e for e in events) or events[-1].startswith("transport error")
+        assert wait_until(lambda: srv.proc.poll() is not None, timeout=30)
+        assert srv.proc.returncode == 1
+        assert "engine process exited unexpectedly" in srv.output()
+    finally:
+        srv.stop()
