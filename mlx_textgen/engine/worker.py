@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
 import signal
 import threading
 from collections.abc import Callable
@@ -151,9 +152,15 @@ def _child_main(
         exc = loop.startup_error
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         send("failed", f"{type(exc).__name__}: {first}")
-        return
+        logging.shutdown()
+        os._exit(0)
     send("ready", dict(loop.models))
     _serve_commands(conn, loop, send)
+    # The loop has stopped and its disk writes are flushed. Leave without running C++
+    # static destructors: MLX's thread-local streams abort ("terminate called without an
+    # active exception") when torn down at interpreter exit.
+    logging.shutdown()
+    os._exit(0)
 
 
 def _serve_commands(conn: Connection, loop: Any, send: Callable[[str, Any], None]) -> None:

@@ -38,6 +38,20 @@ def test_engine_process_gets_the_fast_blas(server):
         assert "BLAS: fast path" in log
 
 
+def test_clean_shutdown_stops_the_engine_quietly(smollm2_gguf, cache_root):
+    srv = ServerProcess([], cache_root)
+    try:
+        pid = engine_pid(srv.proc.pid)
+        srv.proc.send_signal(signal.SIGINT)
+        assert srv.proc.wait(timeout=60) == 0
+        out = srv.output()
+        assert "terminate called" not in out and "Traceback" not in out
+        if pid is not None:
+            assert wait_until(lambda: not Path(f"/proc/{pid}").exists(), timeout=10)
+    finally:
+        srv.stop()
+
+
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs /proc to find the engine process")
 def test_engine_crash_fails_requests_and_exits_nonzero(smollm2_gguf, cache_root):
     srv = ServerProcess(["--api-key", API_KEY], cache_root)
