@@ -51,8 +51,10 @@ class Loop:
 
         self.done = threading.Event()
         self.first: float | None = None
-        opts = LoopOptions(cache_root=Path("/tmp/bench-cache"),
-                           prompt_cache=CacheOptions(root=cache_dir, ram_budget_bytes=8 << 30))
+        opts = LoopOptions(
+            cache_root=Path("/tmp/bench-cache"),
+            prompt_cache=CacheOptions(root=cache_dir, ram_budget_bytes=8 << 30),
+        )
         self.loop = EngineLoop([ModelConfig(str(model_dir), model_name="m")], opts, self._emit)
         self.loop.start()
         self.loop.ready.wait()
@@ -74,7 +76,14 @@ class Loop:
         self.first = None
         self.n += 1
         t = time.perf_counter()
-        self.loop.submit(Request(f"r{self.n}", prompt, SamplingParams(max_tokens=4, temperature=0, ignore_eos=True), "m"))
+        self.loop.submit(
+            Request(
+                f"r{self.n}",
+                prompt,
+                SamplingParams(max_tokens=4, temperature=0, ignore_eos=True),
+                "m",
+            )
+        )
         self.done.wait()
         return self.first - t
 
@@ -108,7 +117,9 @@ def main() -> None:
     def show(label: str, loop: Loop, prompt: list[int]) -> float:
         t = loop.ttft(prompt)
         parts = ", ".join(f"{k} {v * 1000:.1f}" for k, v in TIMES.items())
-        print(f"{label:<28} ttft {t * 1000:7.1f} ms  cached {loop.cached:>5}  [{parts}]", flush=True)
+        print(
+            f"{label:<28} ttft {t * 1000:7.1f} ms  cached {loop.cached:>5}  [{parts}]", flush=True
+        )
         return t
 
     loop = Loop(model_dir, cache_dir)

@@ -40,8 +40,11 @@ class FirstToLast:
         self.done = threading.Event()
         self.first: float | None = None
         self.tokens = 0
-        self.loop = EngineLoop([ModelConfig(str(model_dir), model_name="m")],
-                               LoopOptions(cache_root=Path("/tmp/bench-cache")), self._emit)
+        self.loop = EngineLoop(
+            [ModelConfig(str(model_dir), model_name="m")],
+            LoopOptions(cache_root=Path("/tmp/bench-cache")),
+            self._emit,
+        )
         self.loop.start()
         self.loop.ready.wait()
         self.runs = 0
@@ -110,8 +113,11 @@ def main() -> None:
         eng.loop.stop()
     ref = median(rows["generate_step, main thread"])
     for name, xs in rows.items():
-        print(f"{name:<30} {median(xs):7.1f} tok/s  {median(xs) / ref:.3f} of generate_step  "
-              f"{[round(x) for x in xs]}", flush=True)
+        print(
+            f"{name:<30} {median(xs):7.1f} tok/s  {median(xs) / ref:.3f} of generate_step  "
+            f"{[round(x) for x in xs]}",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -94,7 +94,12 @@ class Engine:
         self._outbox_lock = threading.Lock()
         self._wake_pending = False
         self._models: dict[str, ModelInfo] = {}
-        self._stats = {"prompt_tokens": 0, "prefill_tokens": 0, "cached_tokens": 0, "decode_tokens": 0}
+        self._stats = {
+            "prompt_tokens": 0,
+            "prefill_tokens": 0,
+            "cached_tokens": 0,
+            "decode_tokens": 0,
+        }
         self._calls: dict[int, concurrent.futures.Future] = {}
         self._call_ids = itertools.count()
         self._gone = False
@@ -104,7 +109,9 @@ class Engine:
             "cpu_weights": options.cpu_weights,
             "max_running_requests": options.max_running_requests,
             "request_timeout": options.request_timeout,
-            "prompt_cache": dataclasses.asdict(options.prompt_cache) if options.prompt_cache else None,
+            "prompt_cache": dataclasses.asdict(options.prompt_cache)
+            if options.prompt_cache
+            else None,
         }
         self._process = EngineProcess(configs, loop_options, options.blas, self._on_message)
 
@@ -162,7 +169,10 @@ class Engine:
         self._calls.clear()
         if self._aio is None:
             return
-        outs = [RequestOutput(rid, finish_reason=FinishReason.ERROR, error=message) for rid in list(self._routes)]
+        outs = [
+            RequestOutput(rid, finish_reason=FinishReason.ERROR, error=message)
+            for rid in list(self._routes)
+        ]
         if outs:
             self._emit(outs)
 

@@ -61,7 +61,11 @@ class EngineProcess:
     runs on a reader thread for every message after "ready"."""
 
     def __init__(
-        self, configs: list[ModelConfig], loop_options: dict[str, Any], blas: str, on_message: OnMessage
+        self,
+        configs: list[ModelConfig],
+        loop_options: dict[str, Any],
+        blas: str,
+        on_message: OnMessage,
     ) -> None:
         """`loop_options`: LoopOptions' fields, with `prompt_cache` as CacheOptions' fields or
         None; plain values, so that the child imports nothing of MLX before its BLAS is set."""
@@ -75,7 +79,9 @@ class EngineProcess:
             name="mlx_textgen-engine",
             daemon=True,
         )
-        self._reader = threading.Thread(target=self._read, name="mlx_textgen-engine-reader", daemon=True)
+        self._reader = threading.Thread(
+            target=self._read, name="mlx_textgen-engine-reader", daemon=True
+        )
         self._child_end = child
 
     def start(self) -> dict[str, Any]:
@@ -85,7 +91,9 @@ class EngineProcess:
         try:
             kind, value = self._conn.recv()
         except EOFError:
-            raise EngineStartupError("RuntimeError: the engine process exited while starting") from None
+            raise EngineStartupError(
+                "RuntimeError: the engine process exited while starting"
+            ) from None
         if kind == "failed":
             raise EngineStartupError(value)
         self._reader.start()
@@ -120,7 +128,11 @@ class EngineProcess:
 
 
 def _child_main(
-    conn: Connection, configs: list[ModelConfig], loop_options: dict[str, Any], blas: str, log_level: int
+    conn: Connection,
+    configs: list[ModelConfig],
+    loop_options: dict[str, Any],
+    blas: str,
+    log_level: int,
 ) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
     logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -131,7 +143,9 @@ def _child_main(
     from mlx_textgen.engine.loop import EngineLoop, LoopOptions
 
     cache = loop_options.get("prompt_cache")
-    options = LoopOptions(**{**loop_options, "prompt_cache": CacheOptions(**cache) if cache else None})
+    options = LoopOptions(
+        **{**loop_options, "prompt_cache": CacheOptions(**cache) if cache else None}
+    )
 
     lock = threading.Lock()
 

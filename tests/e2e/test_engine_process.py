@@ -52,7 +52,9 @@ def test_clean_shutdown_stops_the_engine_quietly(smollm2_gguf, cache_root):
         srv.stop()
 
 
-@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs /proc to find the engine process")
+@pytest.mark.skipif(
+    not Path("/proc/self/task").is_dir(), reason="needs /proc to find the engine process"
+)
 def test_engine_crash_fails_requests_and_exits_nonzero(smollm2_gguf, cache_root):
     srv = ServerProcess(["--api-key", API_KEY], cache_root)
     try:
@@ -62,17 +64,26 @@ def test_engine_crash_fails_requests_and_exits_nonzero(smollm2_gguf, cache_root)
         started = threading.Event()
 
         def stream() -> None:
-            body = {"model": MODEL, "prompt": "Once upon a time", "max_tokens": 400, "stream": True,
-                    "temperature": 0, "ignore_eos": True}
+            body = {
+                "model": MODEL,
+                "prompt": "Once upon a time",
+                "max_tokens": 400,
+                "stream": True,
+                "temperature": 0,
+                "ignore_eos": True,
+            }
             headers = {"Authorization": f"Bearer {API_KEY}"}
             try:
-                with httpx.stream("POST", f"{srv.base_url}/v1/completions", json=body, headers=headers,
-                                  timeout=60) as r:
+                with httpx.stream(
+                    "POST", f"{srv.base_url}/v1/completions", json=body, headers=headers, timeout=60
+                ) as r:
                     for line in r.iter_lines():
                         if line.startswith("data: "):
                             events.append(line)
                             started.set()
-            except httpx.HTTPError as exc:  # the server going away mid-stream is also a failure seen
+            except (
+                httpx.HTTPError
+            ) as exc:  # the server going away mid-stream is also a failure seen
                 events.append(f"transport error: {exc}")
             started.set()
 
