@@ -154,8 +154,10 @@ class Engine:
         elif kind == "result":
             call_id, ok, result = value
             fut = self._calls.pop(call_id, None)
-            if fut is not None:
-                fut.set_result(result) if ok else fut.set_exception(RuntimeError(result))
+            if fut is not None and ok:
+                fut.set_result(result)
+            elif fut is not None:
+                fut.set_exception(RuntimeError(result))
         elif kind == "gone" and not self._stopping:
             self._gone = True
             log.error("the engine process exited unexpectedly; stopping the server")

@@ -53,6 +53,22 @@ OPS: dict[str, Callable[[Any, Any], Any]] = {
 }
 
 
+class _Sender:
+    """Sends (kind, value) messages from any thread; a closed pipe is ignored here (the
+    reading side notices the other process is gone)."""
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+        self._lock = threading.Lock()
+
+    def __call__(self, kind: str, value: Any) -> None:
+        with self._lock:
+            try:
+                self._conn.send((kind, value))
+            except (OSError, ValueError):
+                pass
+
+
 # -- the parent's side -------------------------------------------------------------------
 
 
@@ -71,7 +87,7 @@ class EngineProcess:
         None; plain values, so that the child imports nothing of MLX before its BLAS is set."""
         ctx = multiprocessing.get_context("spawn")
         self._conn, child = ctx.Pipe()
-        self._send_lock = threading.Lock()
+        self.send = _Sender(self._conn)
         self._on_message = on_message
         self._process = ctx.Process(
             target=_child_main,
@@ -98,13 +114,6 @@ class EngineProcess:
             raise EngineStartupError(value)
         self._reader.start()
         return value
-
-    def send(self, kind: str, value: Any) -> None:
-        with self._send_lock:
-            try:
-                self._conn.send((kind, value))
-            except (OSError, ValueError):  # the engine process is gone; the reader reports it
-                pass
 
     def stop(self, timeout: float = 30) -> None:
         if self._process.is_alive():
@@ -139,6 +148,11 @@ def _child_main(
     from mlx_textgen.blas import select_blas
 
     select_blas(blas)  # before MLX is imported in this process
+    # tqdm's default lock is a multiprocessing semaphore, which the exit below would leave
+    # registered (a "leaked semaphore" warning at shutdown); this process needs a thread lock.
+    from tqdm import tqdm
+
+    tqdm.set_lock(threading.RLock())
     from mlx_textgen.cache.manager import CacheOptions
     from mlx_textgen.engine.loop import EngineLoop, LoopOptions
 
@@ -147,14 +161,7 @@ def _child_main(
         **{**loop_options, "prompt_cache": CacheOptions(**cache) if cache else None}
     )
 
-    lock = threading.Lock()
-
-    def send(kind: str, value: Any) -> None:
-        with lock:
-            try:
-                conn.send((kind, value))
-            except (OSError, ValueError):  # the parent is gone
-                pass
+    send = _Sender(conn)
 
     def emit(outs: list[Any]) -> None:
         send("out", (outs, dict(loop.stats)))
