@@ -4,6 +4,11 @@ Every request asks the cache for its longest stored prefix before prefill; when 
 is prefilled the prompt is committed (with its message boundaries), and when it finishes
 the prompt plus completion is, so the next turn of a conversation hits everything before
 its new message. Runs on the MLX thread, as the manager must.
+
+A finished sequence's commit waits: the engine commits one per step, so a burst of
+sequences finishing together never freezes the running streams or the next request's
+first token (16 at once took 300 ms on an H100). A new prompt that could reuse a waiting
+one (the next turn of its conversation) has it committed before its lookup.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from typing import Any
 
 from mlx_textgen.cache import segments as seg
 from mlx_textgen.cache.manager import CacheOptions, PromptCacheManager
+from mlx_textgen.cache.node import common_prefix
 from mlx_textgen.models.loader import ModelInfo
 
 log = logging.getLogger("mlx_textgen.cache")
@@ -32,6 +38,23 @@ class Start:
     pinned: list[Any] = field(default_factory=list)
 
 
+@dataclass
+class _Finished:
+    """A finished sequence waiting to be committed."""
+
+    info: ModelInfo
+    tokens: list[int]
+    cache: list[Any]
+    stored: int  # leading tokens already committed (its prompt, when its prefill ended)
+
+
+def reuses(prompt: list[int], finished: list[int], stored: int, min_tokens: int) -> bool:
+    """Whether `prompt` would hit more of a finished sequence's tokens than is already
+    stored: it shares a prefix of at least `min_tokens` that goes past `stored`."""
+    shared = common_prefix(tuple(finished), tuple(prompt), 0)
+    return shared >= min_tokens and shared > stored
+
+
 class EngineCache:
     """Prompt cache calls for the engine loop; a no-op for models with `enable_cache: false`."""
 
@@ -39,6 +62,7 @@ class EngineCache:
         self.manager = self._open(options) if options is not None else None
         self._fingerprints: dict[str, str] = {}
         self._deferred: list[Callable[[], None]] = []
+        self._finished: list[_Finished] = []
 
     @staticmethod
     def _open(options: CacheOptions) -> PromptCacheManager:
@@ -91,6 +115,38 @@ class EngineCache:
         for job in jobs:
             job()
 
+    def finished(self, info: ModelInfo, tokens: list[int], cache: list[Any], stored: int) -> None:
+        """A finished sequence's prompt plus completion, committed later (see the module doc);
+        `stored`: how many of its leading tokens were committed already."""
+        if self.fingerprint(info) is not None and tokens:
+            self._finished.append(_Finished(info, tokens, cache, stored))
+
+    @property
+    def has_finished(self) -> bool:
+        return bool(self._finished)
+
+    def commit_finished(self, backlog: int) -> None:
+        """Commit the oldest waiting sequence, and more while over `backlog` wait."""
+        while self._finished:
+            f = self._finished.pop(0)
+            self.commit(f.info, f.tokens, f.cache, [len(f.tokens)])
+            if len(self._finished) <= backlog:
+                return
+
+    def commit_reused(self, prompt: list[int]) -> None:
+        """Commit now every waiting sequence that `prompt` would reuse."""
+        if not self._finished or self.manager is None:
+            return
+        least = self.manager.options.min_tokens
+        for f in [f for f in self._finished if reuses(prompt, f.tokens, f.stored, least)]:
+            self._finished.remove(f)
+            self.commit(f.info, f.tokens, f.cache, [len(f.tokens)])
+
+    def flush(self) -> None:
+        """Everything waiting, committed: before admin calls, a model switch and shutdown."""
+        self.run_deferred()
+        self.commit_finished(backlog=0)
+
     def release(self, pinned: list[Any]) -> None:
         if self.manager is not None and pinned:
             self.manager.release(pinned)
@@ -115,5 +171,6 @@ class EngineCache:
         return self.manager.clear(fp) if fp else 0
 
     def close(self) -> None:
+        self.flush()
         if self.manager is not None:
             self.manager.close()

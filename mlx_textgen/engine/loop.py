@@ -133,7 +133,7 @@ class EngineLoop:
         if not self._startup():
             return
         while not self._stopping:
-            self._drain(block=not (self._by_id or self._waiting))
+            self._drain(block=not (self._by_id or self._waiting or self._cache.has_finished))
             try:
                 self._admit()
                 if self._by_uid or self._solo is not None:
@@ -141,6 +141,7 @@ class EngineLoop:
                 self._cache.run_deferred()
                 if self._prefill:
                     self._prefill_step()
+                self._cache.commit_finished(backlog=self._loaded.running if self._loaded else 0)
                 self._expire()
             except Exception as exc:  # keep serving: fail what was running, start afresh
                 log.exception("engine step failed")
@@ -160,7 +161,7 @@ class EngineLoop:
                 self._abort(arg)
             elif cmd == "call":
                 fn, fut = arg
-                self._cache.run_deferred()  # admin calls see every commit made so far
+                self._cache.flush()  # admin calls see every commit made so far
                 try:
                     fut.set_result(fn(self))
                 except Exception as exc:  # handed to the caller's thread
@@ -198,6 +199,7 @@ class EngineLoop:
     def _switch_to(self, name: str) -> None:
         if self._loaded is not None and self._loaded.info.name == name:
             return
+        self._cache.flush()  # frees the old model's finished caches
         self._loaded = None
         mx.clear_cache()
         log.info("loading model %s", name)
@@ -207,6 +209,7 @@ class EngineLoop:
         loaded = self._loaded
         assert loaded is not None
         prompt = group[0].prompt_ids
+        self._cache.commit_reused(prompt)
         start = self._cache.start(loaded.info, loaded.model, prompt, loaded.new_cache())
         busy = self._by_uid or self._solo is not None or self._prefill
         if len(group) == 1 and start.cached_tokens == 0 and busy and not group[0].prefill_only:
@@ -282,6 +285,7 @@ class EngineLoop:
         alone = len(job.requests) == 1 and not (self._by_uid or self._prefill or self._waiting)
         for req in job.requests:
             seq = self._by_id[req.request_id]
+            seq.stored_tokens = len(prompt) - 1
             if req.prefill_only:  # a cache warm-up: the prompt is stored, nothing is generated
                 self._cache.run_deferred()
                 self._forget(seq)
@@ -348,8 +352,8 @@ class EngineLoop:
     def _decode(self) -> None:
         loaded = self._loaded
         assert loaded is not None
-        # A finished sequence's cache is committed after its last output is handed over,
-        # so storing it never delays the response.
+        # A finished sequence's cache is committed later (EngineCache.finished), so storing
+        # it never delays the response.
         if self._solo is not None:
             solo, seq = self._solo
             with mx.stream(loaded.generator.stream):  # the stream its prefill ran on
@@ -358,11 +362,11 @@ class EngineLoop:
             self._emit([out])
             if out.finished:
                 self._solo = None
-                self._cache.commit(loaded.info, solo.context, solo.cache, [len(solo.context)])
+                self._cache.finished(loaded.info, solo.context, solo.cache, seq.stored_tokens)
             return
         _, responses = loaded.generator.next()
         self.stats["decode_tokens"] += len(responses)
-        outputs, done = [], []
+        outputs = []
         for r in responses:
             seq = self._by_uid.get(r.uid)
             if seq is None:
@@ -371,12 +375,11 @@ class EngineLoop:
             if out.finished and r.finish_reason is None:
                 loaded.generator.remove([r.uid])  # a stop string: the generator doesn't know
             elif out.finished and r.prompt_cache:
-                done.append((list(r.all_tokens), r.prompt_cache))
+                tokens = list(r.all_tokens)
+                self._cache.finished(loaded.info, tokens, r.prompt_cache, seq.stored_tokens)
             outputs.append(out)
         if outputs:
             self._emit(outputs)
-        for tokens, cache in done:
-            self._cache.commit(loaded.info, tokens, cache, [len(tokens)])
 
     def _logprob(self, seq: Sequence, r: Any) -> TokenLogprob | None:
         k = seq.request.params.logprobs

@@ -31,6 +31,7 @@ class Sequence:
         self._stops = StopStringMatcher(tuple(request.params.stop) + extra_stops)
         self.num_generated = 0
         self.cached_tokens = cached_tokens
+        self.stored_tokens = 0  # leading tokens committed to the prompt cache at prefill
         self.cache_note = ""  # why the prompt cache hit or missed, for the request's log line
         self.first_token_time: float | None = None
         self.finish_reason: FinishReason | None = None
