@@ -6,7 +6,12 @@ the weights don't matter for speed.
     python bench/gpu_batching.py --shapes 1b,8b --levels 1,2,4,8,16 --tokens 128 [--out DIR]
 
 Both sides are timed the same way: from submitting the wave to its last token, with short
-(32-token) prompts, so the figure is dominated by decode.
+(32-token) prompts never seen before (no prompt-cache hits), so the figure is dominated by
+decode. Paths are interleaved, in reversed order every other round, and each round's ratio
+compares paths that saw the same state of the machine; the reported ratio is the median
+of those. Before every wave the server is idle: its prompt-cache commits of the previous
+wave are done (they run after a wave's last token, so they would otherwise land in the
+next path's time).
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import json
 import random
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -68,8 +74,12 @@ def build_model_dir(shape: str, root: Path):
     return model, out
 
 
+_waves = iter(range(10**9))
+
+
 def prompts(n: int) -> list[list[int]]:
-    rng = random.Random(n)
+    """n prompts no earlier wave used."""
+    rng = random.Random(next(_waves))
     return [[rng.randrange(2, VOCAB) for _ in range(PROMPT_LEN)] for _ in range(n)]
 
 
@@ -82,6 +92,15 @@ def raw_single(model, tokens: int) -> float:
         if i == 0:
             first = time.perf_counter()
     return (tokens - 1) / (time.perf_counter() - first)
+
+
+def raw_batch_thread(model, n: int, tokens: int) -> float:
+    """raw_batch on a worker thread, as the engine runs it."""
+    out = []
+    t = threading.Thread(target=lambda: out.append(raw_batch(model, n, tokens)))
+    t.start()
+    t.join()
+    return out[0]
 
 
 def raw_batch(model, n: int, tokens: int) -> float:
@@ -98,6 +117,11 @@ def raw_batch(model, n: int, tokens: int) -> float:
     wall = time.perf_counter() - start
     gen.close()
     return total / wall
+
+
+def quiesce(base: str) -> None:
+    """Returns once the engine has nothing left to do: an admin call runs after its commits."""
+    httpx.get(f"{base}/v1/cache", timeout=600).raise_for_status()
 
 
 async def server_wave(base: str, n: int, tokens: int, stream: bool = False) -> float:
@@ -150,7 +174,8 @@ def start_server(model_dir: Path, port: int, max_running: int) -> subprocess.Pop
     raise RuntimeError("server did not start")
 
 
-def run_shape(shape: str, levels: list[int], tokens: int, port: int, rounds: int) -> dict:
+def run_shape(shape: str, levels: list[int], tokens: int, port: int, rounds: int,
+              thread_ab: bool = False) -> dict:
     """Raw and server rounds interleaved, so both see the same machine; medians reported."""
     from statistics import median
 
@@ -159,26 +184,53 @@ def run_shape(shape: str, levels: list[int], tokens: int, port: int, rounds: int
     print(f"[{shape}] built and saved in {time.perf_counter() - t:.0f}s", flush=True)
     proc = start_server(model_dir, port, max(levels))
     base = f"http://127.0.0.1:{port}"
+
+    def served(fn):
+        def run():
+            quiesce(base)
+            return fn()
+        return run
+
     try:
         # Every measurement is preceded by an untimed one of the same size: MLX compiles
         # kernels per shape on first use (on CUDA, tens to hundreds of ms each).
-        raw_single(model, tokens), server_single(base, tokens)
-        single = [(raw_single(model, tokens), server_single(base, tokens)) for _ in range(rounds)]
-        res = {"shape": shape, "raw_single": median(r for r, _ in single),
-               "server_single": median(s for _, s in single), "levels": {}}
+        single = {"raw": lambda: raw_single(model, tokens), "server": served(lambda: server_single(base, tokens))}
+        res = {"shape": shape, "levels": {}}
+        res["single"] = interleave(single, rounds)
         for n in levels:
-            wave = lambda: (raw_batch(model, n, tokens), asyncio.run(server_wave(base, n, tokens)),  # noqa: E731
-                            asyncio.run(server_wave(base, n, tokens, stream=True)))
-            wave()
-            runs = [wave() for _ in range(rounds)]
-            res["levels"][n] = {k: median(r[i] for r in runs) for i, k in enumerate(("raw", "server", "server_stream"))}
-            print(f"[{shape}] {n} streams: " + ", ".join(f"{k} {v:.1f}" for k, v in res["levels"][n].items()), flush=True)
+            paths = {"raw": lambda n=n: raw_batch(model, n, tokens),
+                     "server": served(lambda n=n: asyncio.run(server_wave(base, n, tokens))),
+                     "server_stream": served(lambda n=n: asyncio.run(server_wave(base, n, tokens, stream=True)))}
+            if thread_ab:
+                paths["raw_thread"] = lambda n=n: raw_batch_thread(model, n, tokens)
+            res["levels"][n] = interleave(paths, rounds)
+            print(f"[{shape}] {n} streams: " + ", ".join(
+                f"{k} {median(v):.1f}" for k, v in res["levels"][n].items()), flush=True)
     finally:
         proc.terminate()
         proc.wait()
-    del model
     mx_clear()
     return res
+
+
+def interleave(paths: dict, rounds: int) -> dict[str, list[float]]:
+    """One untimed warm-up of each path, then `rounds` rounds, every other one reversed."""
+    for run in paths.values():
+        run()
+    rows: dict[str, list[float]] = {name: [] for name in paths}
+    names = list(paths)
+    for i in range(rounds):
+        for name in names if i % 2 == 0 else names[::-1]:
+            rows[name].append(paths[name]())
+    return rows
+
+
+def ratio(rows: dict[str, list[float]], name: str, ref: str = "raw") -> tuple[float, float, float]:
+    """Median, lowest and highest of the per-round ratios name/ref."""
+    from statistics import median
+
+    r = [a / b for a, b in zip(rows[name], rows[ref])]
+    return median(r), min(r), max(r)
 
 
 def mx_clear() -> None:
@@ -188,13 +240,24 @@ def mx_clear() -> None:
 
 
 def report(res: dict) -> None:
-    s = res["shape"]
-    print(f"\n[{s}] 1 stream decode: generate_step {res['raw_single']:.1f} tok/s, server "
-          f"{res['server_single']:.1f} tok/s, ratio {res['server_single'] / res['raw_single']:.3f}")
-    print(f"[{s}] {'streams':>7} {'raw BatchGenerator':>20} {'server':>10} {'ratio':>7} {'server (SSE)':>13} {'ratio':>7}")
+    from statistics import median
+
+    s, one = res["shape"], res["single"]
+    m, lo, hi = ratio(one, "server")
+    print(f"\n[{s}] 1 stream decode: generate_step {median(one['raw']):.1f} tok/s, server (SSE) "
+          f"{median(one['server']):.1f} tok/s, ratio {m:.3f} (rounds {lo:.3f}-{hi:.3f})")
+    print(f"[{s}] {'streams':>7} {'raw BatchGenerator':>20} {'server':>10} {'ratio (range)':>20}"
+          f" {'server (SSE)':>13} {'ratio (range)':>20}")
     for n, r in res["levels"].items():
-        print(f"[{s}] {n:>7} {r['raw']:>20.1f} {r['server']:>10.1f} {r['server'] / r['raw']:>7.3f}"
-              f" {r['server_stream']:>13.1f} {r['server_stream'] / r['raw']:>7.3f}", flush=True)
+        cells = []
+        for k in ("server", "server_stream"):
+            m, lo, hi = ratio(r, k)
+            cells.append(f"{median(r[k]):>10.1f} {m:>7.3f} ({lo:.2f}-{hi:.2f})")
+        extra = ""
+        if "raw_thread" in r:
+            m, lo, hi = ratio(r, "raw_thread")
+            extra = f"  raw on a worker thread {m:.3f} ({lo:.2f}-{hi:.2f})"
+        print(f"[{s}] {n:>7} {median(r['raw']):>20.1f} {cells[0]}   {cells[1]}{extra}", flush=True)
 
 
 def main() -> None:
@@ -203,7 +266,8 @@ def main() -> None:
     ap.add_argument("--levels", default="1,2,4,8,16")
     ap.add_argument("--tokens", type=int, default=128)
     ap.add_argument("--out", default=None)
-    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--thread-ab", action="store_true", help="also time raw BatchGenerator on a worker thread")
     args = ap.parse_args()
     from mlx_textgen.blas import select_blas
 
@@ -214,7 +278,7 @@ def main() -> None:
     levels = [int(x) for x in args.levels.split(",")]
     results = []
     for shape in args.shapes.split(","):
-        results.append(run_shape(shape, levels, args.tokens, 18000 + len(results), args.rounds))
+        results.append(run_shape(shape, levels, args.tokens, 18000 + len(results), args.rounds, args.thread_ab))
         report(results[-1])
     if args.out:
         Path(args.out, "gpu_batching.json").write_text(json.dumps(results, indent=1))
