@@ -96,6 +96,14 @@ class EngineLoop:
         """Start the thread; it prepares every model and loads the first, then sets `ready`."""
         self._thread.start()
 
+    def run(self) -> None:
+        """Run the loop on the calling thread until stopped (as `start` does on its own).
+
+        The engine process runs it on its main thread: the thread that imported mlx-lm and
+        so created its generation stream. On CUDA, batched decode from another thread
+        measured 0.65-0.92 of the same code on the main thread (H100, 1B shape)."""
+        self._run()
+
     def submit(self, request: Request) -> None:
         self._inbox.put(("add", request))
 
@@ -110,9 +118,11 @@ class EngineLoop:
     def cache(self) -> EngineCache:
         return self._cache
 
-    def stop(self) -> None:
+    def stop(self, wait: bool = True) -> None:
+        """Ask the loop to stop once its disk writes are flushed; `wait` for its thread."""
         self._inbox.put(("stop", None))
-        self._thread.join(timeout=30)
+        if wait and self._thread.is_alive():
+            self._thread.join(timeout=30)
 
     # -- the MLX thread -----------------------------------------------------------
     def _startup(self) -> bool:

@@ -167,21 +167,29 @@ def _child_main(
         send("out", (outs, dict(loop.stats)))
 
     loop = EngineLoop(configs, options, emit)
-    loop.start()
-    loop.ready.wait()
+    commands = threading.Thread(target=_serve, args=(conn, loop, send), name="engine-commands")
+    commands.daemon = True
+    commands.start()
+    loop.run()  # this thread runs MLX: see EngineLoop.run
     if loop.startup_error is not None:
         exc = loop.startup_error
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         send("failed", f"{type(exc).__name__}: {first}")
-        logging.shutdown()
-        os._exit(0)
-    send("ready", dict(loop.models))
-    _serve_commands(conn, loop, send)
-    # The loop has stopped and its disk writes are flushed. Leave without running C++
-    # static destructors: MLX's thread-local streams abort ("terminate called without an
-    # active exception") when torn down at interpreter exit.
+    # The loop has stopped (or never started) and its disk writes are flushed. Leave
+    # without running C++ static destructors: MLX's thread-local streams abort
+    # ("terminate called without an active exception") when torn down at interpreter exit.
     logging.shutdown()
     os._exit(0)
+
+
+def _serve(conn: Connection, loop: Any, send: Callable[[str, Any], None]) -> None:
+    """The command thread: once the models are loaded, pass commands to the loop (a failed
+    startup is reported by the main thread, which has left the loop by then)."""
+    loop.ready.wait()
+    if loop.startup_error is not None:
+        return
+    send("ready", dict(loop.models))
+    _serve_commands(conn, loop, send)
 
 
 def _serve_commands(conn: Connection, loop: Any, send: Callable[[str, Any], None]) -> None:
@@ -200,7 +208,7 @@ def _serve_commands(conn: Connection, loop: Any, send: Callable[[str, Any], None
             fut.add_done_callback(lambda f, cid=call_id: _reply(send, cid, f))
             loop.call(lambda lp, op=op, arg=arg: OPS[op](lp, arg), fut)
         elif kind == "stop":
-            loop.stop()
+            loop.stop(wait=False)  # the main thread leaves once the loop has stopped
             return
 
 
