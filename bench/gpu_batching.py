@@ -131,43 +131,62 @@ async def server_wave(base: str, n: int, tokens: int, stream: bool = False) -> f
             if not stream:
                 r = await http.post(f"{base}/v1/completions", json=body | {"prompt": p})
                 return r.json()["usage"]["completion_tokens"]
-            got = 0
-            async with http.stream("POST", f"{base}/v1/completions",
-                                   json=body | {"prompt": p, "stream": True}) as r:
-                async for line in r.aiter_lines():
-                    got += line.startswith("data: {")
-            return got
+            return await streamed_tokens(http, f"{base}/v1/completions", body | {"prompt": p})
 
         start = time.perf_counter()
         counts = await asyncio.gather(*[one(p) for p in prompts(n)])
         return sum(counts) / (time.perf_counter() - start)
 
 
+async def streamed_tokens(http: httpx.AsyncClient, url: str, body: dict, marks: list | None = None) -> int:
+    """Stream one request; the tokens it got, from the usage chunk (a chunk can carry several
+    tokens when the client falls behind, so chunks are not tokens). `marks` gets the time of
+    the first chunk and the tokens it carried."""
+    body = body | {"stream": True, "stream_options": {"include_usage": True}}
+    got = 0
+    async with http.stream("POST", url, json=body) as r:
+        async for line in r.aiter_lines():
+            if not line.startswith("data: {"):
+                continue
+            chunk = json.loads(line[6:])
+            if chunk.get("usage"):
+                got = chunk["usage"]["completion_tokens"]
+            elif marks is not None and not marks:
+                marks.append(time.perf_counter())
+    return got
+
+
 def server_single(base: str, tokens: int) -> float:
     """Decode tok/s after the first token, through the streaming API (as raw_single)."""
     body = {"model": "bench", "prompt": prompts(1)[0], "max_tokens": tokens, "temperature": 0,
-            "ignore_eos": True, "stream": True}
-    first, count = None, 0
-    with httpx.stream("POST", f"{base}/v1/completions", json=body, timeout=600) as r:
-        for line in r.iter_lines():
-            if line.startswith("data: {"):
-                count += 1
-                first = first or time.perf_counter()
-    return (count - 1) / (time.perf_counter() - first)
+            "ignore_eos": True}
+
+    async def one() -> float:
+        marks: list[float] = []
+        async with httpx.AsyncClient(timeout=600) as http:
+            got = await streamed_tokens(http, f"{base}/v1/completions", body, marks)
+        return (got - 1) / (time.perf_counter() - marks[0])
+
+    return asyncio.run(one())
 
 
-def start_server(model_dir: Path, port: int, max_running: int) -> subprocess.Popen:
+def start_server(model_dir: Path, port: int, max_running: int, *extra: str) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "mlx_textgen", "serve", "--model-path", str(model_dir), "--model-name",
            "bench", "--port", str(port), "--max-running-requests", str(max_running),
-           "--cache-dir", "/tmp/bench-cache", "--log-level", "warning"]
+           "--cache-dir", "/tmp/bench-cache", "--log-level", "warning", *extra]
     proc = subprocess.Popen(cmd)
+    wait_healthy(proc, port)
+    return proc
+
+
+def wait_healthy(proc: subprocess.Popen, port: int) -> None:
     deadline = time.monotonic() + 400
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError("server exited")
         try:
             if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
-                return proc
+                return
         except httpx.HTTPError:
             time.sleep(0.5)
     proc.kill()

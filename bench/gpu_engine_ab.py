@@ -1,0 +1,143 @@
+"""Which difference between the server and raw BatchGenerator costs batched throughput on a
+GPU: the weights (loaded from safetensors as the server does, or built in memory), the
+thread (main or worker), or the prompt cache (RAM and disk tiers, RAM only, off).
+
+    python bench/gpu_engine_ab.py --shape 8b --streams 16 --tokens 256 --rounds 3
+
+All paths are interleaved (every other round reversed); ratios are medians of per-round
+ratios to raw BatchGenerator on in-memory weights on the main thread. For the raw paths
+the median decode step (one `next()` at full batch) is printed too: it separates the
+model's own step time from arrival and HTTP effects.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from statistics import median
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from gpu_batching import (  # noqa: E402
+    build_model_dir,
+    interleave,
+    prompts,
+    quiesce,
+    ratio,
+    server_wave,
+    start_server,
+)
+
+STEPS: dict[str, list[float]] = {}  # path -> full-batch step times of its last wave
+
+
+def raw_wave(name: str, model, n: int, tokens: int, thread: bool = False) -> float:
+    from mlx_lm.generate import BatchGenerator
+
+    def run(out: list) -> None:
+        gen = BatchGenerator(model, completion_batch_size=max(n, 16), prefill_batch_size=max(n, 16))
+        start = time.perf_counter()
+        gen.insert(prompts(n), max_tokens=[tokens] * n)
+        total, finished, steps = 0, 0, []
+        while finished < n:
+            s = time.perf_counter()
+            _, rs = gen.next()
+            if len(rs) == n:
+                steps.append(time.perf_counter() - s)
+            total += len(rs)
+            finished += sum(1 for r in rs if r.finish_reason)
+        out.append(total / (time.perf_counter() - start))
+        STEPS[name] = steps
+        gen.close()
+
+    out: list[float] = []
+    if thread:
+        t = threading.Thread(target=run, args=(out,))
+        t.start()
+        t.join()
+    else:
+        run(out)
+    return out[0]
+
+
+def loaded_weights(model_dir: Path):
+    """The model as the server loads it."""
+    from mlx_textgen.config import ModelConfig
+    from mlx_textgen.models.loader import load_weights, prepare
+
+    info = prepare(ModelConfig(str(model_dir), model_name="bench"), cache_root=Path("/tmp/bench-ab"))
+    return load_weights(info)
+
+
+def server_without_cache(model_dir: Path, port: int, running: int) -> subprocess.Popen:
+    cfg = Path("/tmp/bench-ab/no-cache.yaml")
+    cfg.parent.mkdir(parents=True, exist_ok=True)
+    cfg.write_text(f"model_configs:\n- model_id_or_path: {model_dir}\n  model_name: bench\n"
+                   "  enable_cache: false\n")
+    cmd = [sys.executable, "-m", "mlx_textgen", "serve", "-cf", str(cfg), "--port", str(port),
+           "--max-running-requests", str(running), "--cache-dir", "/tmp/bench-ab/nc",
+           "--log-level", "warning"]
+    proc = subprocess.Popen(cmd)
+    from gpu_batching import wait_healthy
+
+    wait_healthy(proc, port)
+    return proc
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--shape", default="8b")
+    ap.add_argument("--streams", default="16")
+    ap.add_argument("--tokens", type=int, default=256)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--servers", default="disk,ram,off", help="which servers: disk, ram, off")
+    ap.add_argument("--no-loaded", action="store_true", help="skip the raw path on loaded weights")
+    a = ap.parse_args()
+    import mlx.core as mx
+
+    print("device:", mx.default_device(), flush=True)
+    levels = [int(x) for x in a.streams.split(",")]
+    model, model_dir = build_model_dir(a.shape, Path("/tmp/bench-models"))
+    loaded = None if a.no_loaded else loaded_weights(model_dir)
+    procs, bases = [], {}
+    try:
+        kinds = a.servers.split(",") if a.servers else []
+        for i, kind in enumerate(kinds):
+            port = 18300 + i
+            if kind == "off":
+                procs.append(server_without_cache(model_dir, port, max(levels)))
+            else:
+                extra = ("--cache-disk-gb", "0") if kind == "ram" else ()
+                procs.append(start_server(model_dir, port, max(levels), *extra))
+            bases[kind] = f"http://127.0.0.1:{port}"
+        for n in levels:
+            paths = {"raw": lambda n=n: raw_wave("raw", model, n, a.tokens),
+                     "raw, worker thread": lambda n=n: raw_wave("raw, worker thread", model, n, a.tokens, True)}
+            if loaded is not None:
+                paths["raw, loaded weights"] = lambda n=n: raw_wave("raw, loaded weights", loaded, n, a.tokens)
+            for kind, base in bases.items():
+                def served(base=base, n=n) -> float:
+                    quiesce(base)
+                    return asyncio.run(server_wave(base, n, a.tokens))
+                paths[f"server JSON, cache {kind}"] = served
+            rows = interleave(paths, a.rounds)
+            print(f"\n== {a.shape}, {n} streams, {a.tokens} tokens, {a.rounds} rounds", flush=True)
+            for name, xs in rows.items():
+                m, lo, hi = ratio(rows, name)
+                step = f"  step {median(STEPS[name]) * 1e3:6.2f} ms" if name in STEPS else ""
+                print(f"{n:>3} {name:<26} {median(xs):8.1f} tok/s  {m:.3f} ({lo:.2f}-{hi:.2f})"
+                      f"{step}  rounds {[round(x) for x in xs]}", flush=True)
+    finally:
+        for p in procs:
+            p.terminate()
+            p.wait()
+
+
+if __name__ == "__main__":
+    main()
