@@ -103,25 +103,32 @@ def raw_batch_thread(model, n: int, tokens: int) -> float:
     return out[0]
 
 
+RAW_STEPS: list[int] = []  # next() calls of each raw_batch wave, in order
+
+
 def raw_batch(model, n: int, tokens: int) -> float:
     from mlx_lm.generate import BatchGenerator
 
     gen = BatchGenerator(model, completion_batch_size=max(n, 16), prefill_batch_size=max(n, 16))
     start = time.perf_counter()
     gen.insert(prompts(n), max_tokens=[tokens] * n)
-    total, finished = 0, 0
+    total, finished, steps = 0, 0, 0
     while finished < n:
         _, rs = gen.next()
+        steps += 1
         total += len(rs)
         finished += sum(1 for r in rs if r.finish_reason)
     wall = time.perf_counter() - start
     gen.close()
+    RAW_STEPS.append(steps)
     return total / wall
 
 
-def quiesce(base: str) -> None:
-    """Returns once the engine has nothing left to do: an admin call runs after its commits."""
+def quiesce(base: str) -> dict:
+    """Returns once the engine has nothing left to do (an admin call runs after its commits),
+    with the engine's counters as of then (/health `stats`)."""
     httpx.get(f"{base}/v1/cache", timeout=600).raise_for_status()
+    return httpx.get(f"{base}/health", timeout=60).json()["stats"]
 
 
 async def server_wave(base: str, n: int, tokens: int, stream: bool = False) -> float:
@@ -194,7 +201,7 @@ def wait_healthy(proc: subprocess.Popen, port: int) -> None:
 
 
 def run_shape(shape: str, levels: list[int], tokens: int, port: int, rounds: int,
-              thread_ab: bool = False) -> dict:
+              thread_ab: bool = False, aa: bool = False) -> dict:
     """Raw and server rounds interleaved, so both see the same machine; medians reported."""
     from statistics import median
 
@@ -204,10 +211,19 @@ def run_shape(shape: str, levels: list[int], tokens: int, port: int, rounds: int
     proc = start_server(model_dir, port, max(levels))
     base = f"http://127.0.0.1:{port}"
 
-    def served(fn):
+    engine: dict = {}  # (level, path) -> per wave: wall seconds and the engine's counter deltas
+
+    def served(fn, key=None):
         def run():
-            quiesce(base)
-            return fn()
+            before = quiesce(base)
+            start = time.perf_counter()
+            rate = fn()
+            wall = time.perf_counter() - start
+            if key is not None:
+                after = quiesce(base)
+                engine.setdefault(key, []).append(
+                    {"wall": wall} | {k: after[k] - before[k] for k in after})
+            return rate
         return run
 
     try:
@@ -218,11 +234,18 @@ def run_shape(shape: str, levels: list[int], tokens: int, port: int, rounds: int
         res["single"] = interleave(single, rounds)
         for n in levels:
             paths = {"raw": lambda n=n: raw_batch(model, n, tokens),
-                     "server": served(lambda n=n: asyncio.run(server_wave(base, n, tokens))),
-                     "server_stream": served(lambda n=n: asyncio.run(server_wave(base, n, tokens, stream=True)))}
+                     "server": served(lambda n=n: asyncio.run(server_wave(base, n, tokens)), (n, "server")),
+                     "server_stream": served(lambda n=n: asyncio.run(server_wave(base, n, tokens, stream=True)),
+                                             (n, "server_stream"))}
             if thread_ab:
                 paths["raw_thread"] = lambda n=n: raw_batch_thread(model, n, tokens)
+            if aa:
+                paths["raw_again"] = lambda n=n: raw_batch(model, n, tokens)
+            del RAW_STEPS[:]
             res["levels"][n] = interleave(paths, rounds)
+            res.setdefault("raw_steps", {})[n] = sorted(RAW_STEPS)[len(RAW_STEPS) // 2]
+            for name in ("server", "server_stream"):
+                res.setdefault("engine", {}).setdefault(n, {})[name] = engine.get((n, name), [])
             print(f"[{shape}] {n} streams: " + ", ".join(
                 f"{k} {median(v):.1f}" for k, v in res["levels"][n].items()), flush=True)
     finally:
@@ -276,7 +299,26 @@ def report(res: dict) -> None:
         if "raw_thread" in r:
             m, lo, hi = ratio(r, "raw_thread")
             extra = f"  raw on a worker thread {m:.3f} ({lo:.2f}-{hi:.2f})"
+        if "raw_again" in r:
+            m, lo, hi = ratio(r, "raw_again")
+            extra += f"  raw again (noise) {m:.3f} ({lo:.2f}-{hi:.2f})"
         print(f"[{s}] {n:>7} {median(r['raw']):>20.1f} {cells[0]}   {cells[1]}{extra}", flush=True)
+    # Where a server wave's wall time went, engine side (medians over its waves): busy is
+    # every loop iteration that had work; outside is the rest (HTTP, arrival, the pipe).
+    print(f"[{s}] server waves, engine side: wall | busy (decode steps x ms, prefill, cache) | "
+          "outside the engine; raw BatchGenerator's steps for comparison")
+    for n, by_path in res.get("engine", {}).items():
+        for name, waves in by_path.items():
+            if not waves:
+                continue
+            def med(k: str) -> float:
+                return median(w[k] for w in waves)
+            steps = med("decode_steps")
+            per_step = median(w["decode_seconds"] / max(1, w["decode_steps"]) for w in waves)
+            print(f"[{s}] {n:>3} {name:<13} {med('wall'):6.2f} s | {med('busy_seconds'):6.2f} s "
+                  f"({steps:.0f} x {per_step * 1e3:.2f} ms, {med('prefill_seconds'):.2f} s, "
+                  f"{med('cache_seconds'):.2f} s) | {med('wall') - med('busy_seconds'):5.2f} s; "
+                  f"raw {res['raw_steps'][n]} steps", flush=True)
 
 
 def main() -> None:
@@ -287,6 +329,7 @@ def main() -> None:
     ap.add_argument("--out", default=None)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--thread-ab", action="store_true", help="also time raw BatchGenerator on a worker thread")
+    ap.add_argument("--aa", action="store_true", help="raw BatchGenerator twice: the noise of a ratio")
     args = ap.parse_args()
     from mlx_textgen.blas import select_blas
 
@@ -297,7 +340,8 @@ def main() -> None:
     levels = [int(x) for x in args.levels.split(",")]
     results = []
     for shape in args.shapes.split(","):
-        results.append(run_shape(shape, levels, args.tokens, 18000 + len(results), args.rounds, args.thread_ab))
+        results.append(run_shape(shape, levels, args.tokens, 18000 + len(results), args.rounds, args.thread_ab,
+                                 args.aa))
         report(results[-1])
     if args.out:
         Path(args.out, "gpu_batching.json").write_text(json.dumps(results, indent=1))

@@ -1,6 +1,7 @@
 """Which difference between the server and raw BatchGenerator costs batched throughput on a
-GPU: the weights (loaded from safetensors as the server does, or built in memory), the
-thread (main or worker), or the prompt cache (RAM and disk tiers, RAM only, off).
+GPU: the weights (built in memory, loaded from safetensors as mlx-lm stores them, or loaded
+the server's way, rewritten into device memory), the thread (main or worker), or the
+prompt cache (RAM and disk tiers, RAM only, off).
 
     python bench/gpu_engine_ab.py --shape 8b --streams 16 --tokens 256 --rounds 3
 
@@ -66,6 +67,53 @@ def raw_wave(name: str, model, n: int, tokens: int, thread: bool = False) -> flo
     return out[0]
 
 
+def formed_wave(name: str, model, n: int, tokens: int, how: str) -> float:
+    """Raw BatchGenerator with the batch formed as the server forms it: `merged`, the first
+    prompt prefilled alone and merged in one step after the others (as the engine does when
+    requests arrive together); `staggered`, one prompt joining per step (HTTP arrivals)."""
+    import mlx.core as mx
+    from mlx_lm.generate import BatchGenerator
+    from mlx_lm.models.cache import make_prompt_cache
+
+    gen = BatchGenerator(model, completion_batch_size=max(n, 16), prefill_batch_size=max(n, 16))
+    ps = prompts(n)
+    start = time.perf_counter()
+    total, finished, steps = 0, 0, []
+
+    def step() -> None:
+        nonlocal total, finished
+        s = time.perf_counter()
+        _, rs = gen.next()
+        if len(rs) == n:
+            steps.append(time.perf_counter() - s)
+        total += len(rs)
+        finished += sum(1 for r in rs if r.finish_reason)
+
+    if how == "merged":
+        cache = make_prompt_cache(model)
+        model(mx.array(ps[0][:-1])[None], cache=cache)
+        mx.eval([c.state for c in cache])
+        gen.insert(ps[1:], max_tokens=[tokens] * (n - 1))
+        step()
+        gen.insert([ps[0][-1:]], max_tokens=[tokens], caches=[cache], all_tokens=[ps[0][:-1]])
+    else:
+        for p in ps:
+            gen.insert([p], max_tokens=[tokens])
+            step()
+    while finished < n:
+        step()
+    STEPS[name] = steps
+    gen.close()
+    return total / (time.perf_counter() - start)
+
+
+def stored_weights(model_dir: Path):
+    """The model as mlx-lm's loader leaves it: weights in the buffers the file was read into."""
+    from mlx_textgen import backend
+
+    return backend.load_weights(model_dir, {})[0]
+
+
 def loaded_weights(model_dir: Path):
     """The model as the server loads it."""
     from mlx_textgen.config import ModelConfig
@@ -97,7 +145,10 @@ def main() -> None:
     ap.add_argument("--tokens", type=int, default=256)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--servers", default="disk,ram,off", help="which servers: disk, ram, off")
-    ap.add_argument("--no-loaded", action="store_true", help="skip the raw path on loaded weights")
+    ap.add_argument("--no-loaded", action="store_true", help="skip the raw paths on loaded weights")
+    ap.add_argument("--worker", action="store_true", help="add raw on a worker thread")
+    ap.add_argument("--aa", action="store_true", help="raw twice, to see the noise of a ratio")
+    ap.add_argument("--no-formed", action="store_true", help="skip the merged/staggered raw paths")
     a = ap.parse_args()
     import mlx.core as mx
 
@@ -105,6 +156,7 @@ def main() -> None:
     levels = [int(x) for x in a.streams.split(",")]
     model, model_dir = build_model_dir(a.shape, Path("/tmp/bench-models"))
     loaded = None if a.no_loaded else loaded_weights(model_dir)
+    stored = None if a.no_loaded else stored_weights(model_dir)
     procs, bases = [], {}
     try:
         kinds = a.servers.split(",") if a.servers else []
@@ -117,10 +169,17 @@ def main() -> None:
                 procs.append(start_server(model_dir, port, max(levels), *extra))
             bases[kind] = f"http://127.0.0.1:{port}"
         for n in levels:
-            paths = {"raw": lambda n=n: raw_wave("raw", model, n, a.tokens),
-                     "raw, worker thread": lambda n=n: raw_wave("raw, worker thread", model, n, a.tokens, True)}
+            paths = {"raw": lambda n=n: raw_wave("raw", model, n, a.tokens)}
+            if a.aa:
+                paths["raw, again"] = lambda n=n: raw_wave("raw, again", model, n, a.tokens)
+            for how in () if a.no_formed else ("merged", "staggered"):
+                label = f"raw, {how}"
+                paths[label] = lambda n=n, how=how, label=label: formed_wave(label, model, n, a.tokens, how)
+            if a.worker:
+                paths["raw, worker thread"] = lambda n=n: raw_wave("raw, worker thread", model, n, a.tokens, True)
             if loaded is not None:
-                paths["raw, loaded weights"] = lambda n=n: raw_wave("raw, loaded weights", loaded, n, a.tokens)
+                paths["raw, weights as stored"] = lambda n=n: raw_wave("raw, weights as stored", stored, n, a.tokens)
+                paths["raw, weights as served"] = lambda n=n: raw_wave("raw, weights as served", loaded, n, a.tokens)
             for kind, base in bases.items():
                 def served(base=base, n=n) -> float:
                     quiesce(base)

@@ -22,7 +22,7 @@ from typing import Any
 
 from mlx_textgen.cache.manager import CacheOptions
 from mlx_textgen.config import ModelConfig
-from mlx_textgen.engine.request import FinishReason, Request, RequestOutput
+from mlx_textgen.engine.request import FinishReason, Request, RequestOutput, new_stats
 from mlx_textgen.engine.worker import EngineProcess, EngineStartupError
 from mlx_textgen.models.loader import ModelInfo
 
@@ -94,12 +94,7 @@ class Engine:
         self._outbox_lock = threading.Lock()
         self._wake_pending = False
         self._models: dict[str, ModelInfo] = {}
-        self._stats = {
-            "prompt_tokens": 0,
-            "prefill_tokens": 0,
-            "cached_tokens": 0,
-            "decode_tokens": 0,
-        }
+        self._stats = new_stats()  # the engine process's counters, as last sent
         self._calls: dict[int, concurrent.futures.Future] = {}
         self._call_ids = itertools.count()
         self._gone = False
@@ -133,9 +128,11 @@ class Engine:
         self._process.stop()
 
     @property
-    def stats(self) -> dict[str, int]:
-        """Token counters since start: prompt (received), prefill (computed), cached, decode."""
-        return dict(self._stats)
+    def stats(self) -> dict[str, float]:
+        """Counters since start: tokens (prompt received, prefill computed, cached, decoded),
+        decode steps, and seconds the engine spent busy, decoding, prefilling and storing
+        prompt-cache entries (as of its last step or admin call)."""
+        return {k: round(v, 3) if isinstance(v, float) else v for k, v in self._stats.items()}
 
     @property
     def alive(self) -> bool:
@@ -152,7 +149,7 @@ class Engine:
             outs, self._stats = value
             self._emit(outs)
         elif kind == "result":
-            call_id, ok, result = value
+            call_id, ok, result, self._stats = value
             fut = self._calls.pop(call_id, None)
             if fut is not None and ok:
                 fut.set_result(result)

@@ -26,7 +26,9 @@ from mlx_textgen.config import ModelConfig
 from mlx_textgen.engine import sampling
 from mlx_textgen.engine.caching import EngineCache
 from mlx_textgen.engine.prefill import PrefillJob
-from mlx_textgen.engine.request import FinishReason, Request, RequestOutput, TokenLogprob
+from mlx_textgen.engine.request import (
+    FinishReason, Request, RequestOutput, TokenLogprob, new_stats,
+)
 from mlx_textgen.engine.sequence import Sequence
 from mlx_textgen.engine.solo import SoloDecoder
 from mlx_textgen.models.loader import ModelInfo, load_weights, prepare
@@ -88,8 +90,7 @@ class EngineLoop:
         self._cache = EngineCache(None)  # replaced on the MLX thread at startup
         self._thread = threading.Thread(target=self._run, name="mlx-engine", daemon=True)
         self._stopping = False
-        # Counters read by other threads (plain ints: the GIL keeps reads whole).
-        self.stats = {"prompt_tokens": 0, "prefill_tokens": 0, "cached_tokens": 0, "decode_tokens": 0}
+        self.stats = new_stats()  # read by other threads: plain numbers, whole under the GIL
 
     # -- called from other threads -------------------------------------------------
     def start(self) -> None:
@@ -142,20 +143,32 @@ class EngineLoop:
     def _run(self) -> None:
         if not self._startup():
             return
+        clock, stats = time.perf_counter, self.stats
         while not self._stopping:
             self._drain(block=not (self._by_id or self._waiting or self._cache.has_finished))
+            began = clock()
             try:
                 self._admit()
                 if self._by_uid or self._solo is not None:
+                    t = clock()
                     self._decode()
+                    stats["decode_seconds"] += clock() - t
+                    stats["decode_steps"] += 1
+                t = clock()
                 self._cache.run_deferred()
+                stats["cache_seconds"] += clock() - t
                 if self._prefill:
+                    t = clock()
                     self._prefill_step()
+                    stats["prefill_seconds"] += clock() - t
+                t = clock()
                 self._cache.commit_finished(backlog=self._loaded.running if self._loaded else 0)
+                stats["cache_seconds"] += clock() - t
                 self._expire()
             except Exception as exc:  # keep serving: fail what was running, start afresh
                 log.exception("engine step failed")
                 self._fail_all(f"internal error: {exc}")
+            stats["busy_seconds"] += clock() - began
         self._cache.close()  # let queued disk writes finish
 
     def _drain(self, block: bool) -> None:

@@ -91,3 +91,15 @@ class RequestOutput:
         self.cached_tokens = later.cached_tokens
         self.cache_note = later.cache_note or self.cache_note
         self.finish_reason = later.finish_reason
+
+
+def new_stats() -> dict[str, float]:
+    """The engine's counters, zeroed: tokens (prompt received, prefill computed, cached,
+    decoded), decode steps, and seconds: of loop iterations that had work (busy), of decode
+    steps (a batch step includes the prefill it runs for joining prompts), of chunked
+    prefill, and of prompt-cache commits."""
+    return {
+        "prompt_tokens": 0, "prefill_tokens": 0, "cached_tokens": 0, "decode_tokens": 0,
+        "decode_steps": 0, "busy_seconds": 0.0, "decode_seconds": 0.0,
+        "prefill_seconds": 0.0, "cache_seconds": 0.0,
+    }

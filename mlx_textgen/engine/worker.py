@@ -8,7 +8,7 @@ the HTTP process only tokenizes, frames and writes. The child sends each step's 
 as one message; the parent sends requests, aborts, admin operations and stop.
 
 Messages, child -> parent: ("ready", models) | ("failed", reason) | ("out", (outputs,
-stats)) | ("result", (call_id, ok, value)). Parent -> child: ("add", Request) |
+stats)) | ("result", (call_id, ok, value, stats)). Parent -> child: ("add", Request) |
 ("abort", request_id) | ("call", (call_id, op, arg)) | ("stop", None). A closed pipe on
 either side means the other is gone: the child stops, the parent fails what is running.
 """
@@ -205,16 +205,18 @@ def _serve_commands(conn: Connection, loop: Any, send: Callable[[str, Any], None
         elif kind == "call":
             call_id, op, arg = value
             fut: Future = Future()
-            fut.add_done_callback(lambda f, cid=call_id: _reply(send, cid, f))
+            fut.add_done_callback(lambda f, cid=call_id: _reply(send, cid, f, dict(loop.stats)))
             loop.call(lambda lp, op=op, arg=arg: OPS[op](lp, arg), fut)
         elif kind == "stop":
             loop.stop(wait=False)  # the main thread leaves once the loop has stopped
             return
 
 
-def _reply(send: Callable[[str, Any], None], call_id: int, fut: Future) -> None:
+def _reply(send: Callable[[str, Any], None], call_id: int, fut: Future, stats: dict) -> None:
+    """An admin call's result, with the counters as they stand after it (an idle engine
+    sends no outputs, so this is how they catch up)."""
     exc = fut.exception()
     if exc is None:
-        send("result", (call_id, True, fut.result()))
+        send("result", (call_id, True, fut.result(), stats))
     else:
-        send("result", (call_id, False, f"{type(exc).__name__}: {exc}"))
+        send("result", (call_id, False, f"{type(exc).__name__}: {exc}", stats))

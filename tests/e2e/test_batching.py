@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from tests.e2e.conftest import MODEL
+from tests.e2e.conftest import API_KEY, MODEL
 
 SHORT = "The capital of France is"
 LONG = ("Here is a list of fruits and their colours: " + "apple red, banana yellow, grape purple, " * 20
@@ -116,3 +116,23 @@ async def test_long_prompt_prefill_interleaves_with_running_stream(aclient, toke
     await running.close()
     consumer.cancel()
     assert during >= 2, f"the running stream got {during} tokens while 1,500 prompt tokens were prefilled"
+
+
+def test_engine_counters_on_health(client, server):
+    """Decode steps and the engine's seconds are counted, and an admin call brings them up
+    to date (the last step of a request is counted after its output is sent)."""
+    import httpx
+
+    headers = {"Authorization": f"Bearer {API_KEY}"}
+    httpx.get(f"{server.base_url}/v1/cache", headers=headers, timeout=60).raise_for_status()
+    before = server.health()["stats"]
+    r = client.completions.create(model=MODEL, prompt=SHORT, max_tokens=3, temperature=0,
+                                  extra_body={"ignore_eos": True})
+    assert r.usage.completion_tokens == 3
+    httpx.get(f"{server.base_url}/v1/cache", headers=headers, timeout=60).raise_for_status()
+    after = server.health()["stats"]
+    delta = {k: after[k] - before[k] for k in after}
+    assert delta["decode_tokens"] == 3
+    assert delta["decode_steps"] == 3  # alone: one token a step
+    assert delta["decode_seconds"] > 0 and delta["prefill_seconds"] >= 0
+    assert delta["busy_seconds"] >= delta["decode_seconds"] + delta["prefill_seconds"]
