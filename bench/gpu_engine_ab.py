@@ -1,7 +1,8 @@
 """Which difference between the server and raw BatchGenerator costs batched throughput on a
-GPU: the weights (built in memory, loaded from safetensors as mlx-lm stores them, or loaded
-the server's way, rewritten into device memory), the thread (main or worker), or the
-prompt cache (RAM and disk tiers, RAM only, off).
+GPU: the weights (built in memory, or loaded from safetensors as the server loads them),
+how the batch is formed (all at once, one prompt prefilled alone and merged, one prompt
+joining per step), the thread (main or worker), or the prompt cache (RAM and disk tiers,
+RAM only, off).
 
     python bench/gpu_engine_ab.py --shape 8b --streams 16 --tokens 256 --rounds 3
 
@@ -107,13 +108,6 @@ def formed_wave(name: str, model, n: int, tokens: int, how: str) -> float:
     return total / (time.perf_counter() - start)
 
 
-def stored_weights(model_dir: Path):
-    """The model as mlx-lm's loader leaves it: weights in the buffers the file was read into."""
-    from mlx_textgen import backend
-
-    return backend.load_weights(model_dir, {})[0]
-
-
 def loaded_weights(model_dir: Path):
     """The model as the server loads it."""
     from mlx_textgen.config import ModelConfig
@@ -156,7 +150,6 @@ def main() -> None:
     levels = [int(x) for x in a.streams.split(",")]
     model, model_dir = build_model_dir(a.shape, Path("/tmp/bench-models"))
     loaded = None if a.no_loaded else loaded_weights(model_dir)
-    stored = None if a.no_loaded else stored_weights(model_dir)
     procs, bases = [], {}
     try:
         kinds = a.servers.split(",") if a.servers else []
@@ -178,8 +171,7 @@ def main() -> None:
             if a.worker:
                 paths["raw, worker thread"] = lambda n=n: raw_wave("raw, worker thread", model, n, a.tokens, True)
             if loaded is not None:
-                paths["raw, weights as stored"] = lambda n=n: raw_wave("raw, weights as stored", stored, n, a.tokens)
-                paths["raw, weights as served"] = lambda n=n: raw_wave("raw, weights as served", loaded, n, a.tokens)
+                paths["raw, loaded weights"] = lambda n=n: raw_wave("raw, loaded weights", loaded, n, a.tokens)
             for kind, base in bases.items():
                 def served(base=base, n=n) -> float:
                     quiesce(base)
