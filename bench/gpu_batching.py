@@ -318,7 +318,9 @@ def report(res: dict) -> None:
             print(f"[{s}] {n:>3} {name:<13} {med('wall'):6.2f} s | {med('busy_seconds'):6.2f} s "
                   f"({steps:.0f} x {per_step * 1e3:.2f} ms, {med('prefill_seconds'):.2f} s, "
                   f"{med('cache_seconds'):.2f} s) | {med('wall') - med('busy_seconds'):5.2f} s; "
-                  f"raw {res['raw_steps'][n]} steps", flush=True)
+                  f"raw {res['raw_steps'][n]} steps; steps over 30/100/300 ms: "
+                  f"{med('decode_steps_over_30ms'):.0f}/{med('decode_steps_over_100ms'):.0f}/"
+                  f"{med('decode_steps_over_300ms'):.0f}", flush=True)
 
 
 def main() -> None:

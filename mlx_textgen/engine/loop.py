@@ -27,7 +27,7 @@ from mlx_textgen.engine import sampling
 from mlx_textgen.engine.caching import EngineCache
 from mlx_textgen.engine.prefill import PrefillJob
 from mlx_textgen.engine.request import (
-    FinishReason, Request, RequestOutput, TokenLogprob, new_stats,
+    SLOW_STEP_MS, FinishReason, Request, RequestOutput, TokenLogprob, new_stats,
 )
 from mlx_textgen.engine.sequence import Sequence
 from mlx_textgen.engine.solo import SoloDecoder
@@ -152,8 +152,12 @@ class EngineLoop:
                 if self._by_uid or self._solo is not None:
                     t = clock()
                     self._decode()
-                    stats["decode_seconds"] += clock() - t
+                    took = clock() - t
+                    stats["decode_seconds"] += took
                     stats["decode_steps"] += 1
+                    for ms in SLOW_STEP_MS:
+                        if took * 1000 > ms:
+                            stats[f"decode_steps_over_{ms}ms"] += 1
                 t = clock()
                 self._cache.run_deferred()
                 stats["cache_seconds"] += clock() - t

@@ -93,13 +93,17 @@ class RequestOutput:
         self.finish_reason = later.finish_reason
 
 
+SLOW_STEP_MS = (30, 100, 300)  # decode steps slower than these are counted (stalls)
+
+
 def new_stats() -> dict[str, float]:
     """The engine's counters, zeroed: tokens (prompt received, prefill computed, cached,
-    decoded), decode steps, and seconds: of loop iterations that had work (busy), of decode
-    steps (a batch step includes the prefill it runs for joining prompts), of chunked
-    prefill, and of prompt-cache commits."""
+    decoded), decode steps (and how many took over 30, 100 and 300 ms: stalls), and
+    seconds: of loop iterations that had work (busy), of decode steps (a batch step
+    includes the prefill it runs for joining prompts), of chunked prefill, and of
+    prompt-cache commits."""
     return {
         "prompt_tokens": 0, "prefill_tokens": 0, "cached_tokens": 0, "decode_tokens": 0,
-        "decode_steps": 0, "busy_seconds": 0.0, "decode_seconds": 0.0,
-        "prefill_seconds": 0.0, "cache_seconds": 0.0,
+        "decode_steps": 0, **{f"decode_steps_over_{ms}ms": 0 for ms in SLOW_STEP_MS},
+        "busy_seconds": 0.0, "decode_seconds": 0.0, "prefill_seconds": 0.0, "cache_seconds": 0.0,
     }

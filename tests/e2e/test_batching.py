@@ -136,3 +136,5 @@ def test_engine_counters_on_health(client, server):
     assert delta["decode_steps"] == 3  # alone: one token a step
     assert delta["decode_seconds"] > 0 and delta["prefill_seconds"] >= 0
     assert delta["busy_seconds"] >= delta["decode_seconds"] + delta["prefill_seconds"]
+    slow = [delta[f"decode_steps_over_{ms}ms"] for ms in (30, 100, 300)]
+    assert 3 >= slow[0] >= slow[1] >= slow[2] >= 0
