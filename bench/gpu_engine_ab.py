@@ -40,38 +40,21 @@ STEPS: dict[str, list[float]] = {}  # path -> full-batch step times of its last 
 
 
 def raw_wave(name: str, model, n: int, tokens: int, thread: bool = False) -> float:
-    from mlx_lm.generate import BatchGenerator
-
-    def run(out: list) -> None:
-        gen = BatchGenerator(model, completion_batch_size=max(n, 16), prefill_batch_size=max(n, 16))
-        start = time.perf_counter()
-        gen.insert(prompts(n), max_tokens=[tokens] * n)
-        total, finished, steps = 0, 0, []
-        while finished < n:
-            s = time.perf_counter()
-            _, rs = gen.next()
-            if len(rs) == n:
-                steps.append(time.perf_counter() - s)
-            total += len(rs)
-            finished += sum(1 for r in rs if r.finish_reason)
-        out.append(total / (time.perf_counter() - start))
-        STEPS[name] = steps
-        gen.close()
-
+    """Raw BatchGenerator given every prompt at once, on this thread or a worker thread."""
+    if not thread:
+        return formed_wave(name, model, n, tokens, "all")
     out: list[float] = []
-    if thread:
-        t = threading.Thread(target=run, args=(out,))
-        t.start()
-        t.join()
-    else:
-        run(out)
+    t = threading.Thread(target=lambda: out.append(formed_wave(name, model, n, tokens, "all")))
+    t.start()
+    t.join()
     return out[0]
 
 
 def formed_wave(name: str, model, n: int, tokens: int, how: str) -> float:
-    """Raw BatchGenerator with the batch formed as the server forms it: `merged`, the first
-    prompt prefilled alone and merged in one step after the others (as the engine does when
-    requests arrive together); `staggered`, one prompt joining per step (HTTP arrivals)."""
+    """Raw BatchGenerator with the batch formed `all` at once, or as the server forms it:
+    `merged`, the first prompt prefilled alone and merged in one step after the others (as
+    the engine does when requests arrive together); `staggered`, one prompt joining per
+    step (HTTP arrivals)."""
     import mlx.core as mx
     from mlx_lm.generate import BatchGenerator
     from mlx_lm.models.cache import make_prompt_cache
@@ -97,6 +80,8 @@ def formed_wave(name: str, model, n: int, tokens: int, how: str) -> float:
         gen.insert(ps[1:], max_tokens=[tokens] * (n - 1))
         step()
         gen.insert([ps[0][-1:]], max_tokens=[tokens], caches=[cache], all_tokens=[ps[0][:-1]])
+    elif how == "all":
+        gen.insert(ps, max_tokens=[tokens] * n)
     else:
         for p in ps:
             gen.insert([p], max_tokens=[tokens])
