@@ -124,7 +124,7 @@ def main() -> None:
     ap.add_argument("--tokens", type=int, default=256)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--servers", default="disk,ram,off", help="which servers: disk, ram, off")
-    ap.add_argument("--no-loaded", action="store_true", help="skip the raw paths on loaded weights")
+    ap.add_argument("--no-loaded", action="store_true", help="skip the raw path on loaded weights")
     ap.add_argument("--worker", action="store_true", help="add raw on a worker thread")
     ap.add_argument("--aa", action="store_true", help="raw twice, to see the noise of a ratio")
     ap.add_argument("--no-formed", action="store_true", help="skip the merged/staggered raw paths")
