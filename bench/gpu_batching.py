@@ -4,6 +4,11 @@ Llama-3.2-1B's and Llama-3.1-8B's shapes in bf16, created on the device. EOS is 
 the weights don't matter for speed.
 
     python bench/gpu_batching.py --shapes 1b,8b --levels 1,2,4,8,16 --tokens 128 [--out DIR]
+        [--trace] [--variants default,nocache]
+
+--trace turns on the engine's step trace (MLX_TEXTGEN_STEP_TRACE) and prints, for every
+server wave, where its wall time went (bench/wave_trace.py). --variants adds servers with
+the prompt cache's disk tier off (ramonly) or the whole prompt cache off (nocache).
 
 Both sides are timed the same way: from submitting the wave to its last token, with short
 (32-token) prompts never seen before (no prompt-cache hits), so the figure is dominated by
@@ -104,6 +109,7 @@ def raw_batch_thread(model, n: int, tokens: int) -> float:
 
 
 RAW_STEPS: list[int] = []  # next() calls of each raw_batch wave, in order
+RAW_STEP_MS: list[float] = []  # median next() of each raw_batch wave at full batch
 
 
 def raw_batch(model, n: int, tokens: int) -> float:
@@ -112,15 +118,20 @@ def raw_batch(model, n: int, tokens: int) -> float:
     gen = BatchGenerator(model, completion_batch_size=max(n, 16), prefill_batch_size=max(n, 16))
     start = time.perf_counter()
     gen.insert(prompts(n), max_tokens=[tokens] * n)
-    total, finished, steps = 0, 0, 0
+    total, finished, steps, full = 0, 0, 0, []
     while finished < n:
+        t = time.perf_counter()
         _, rs = gen.next()
+        if len(rs) == n:
+            full.append(time.perf_counter() - t)
         steps += 1
         total += len(rs)
         finished += sum(1 for r in rs if r.finish_reason)
     wall = time.perf_counter() - start
     gen.close()
     RAW_STEPS.append(steps)
+    if full:
+        RAW_STEP_MS.append(sorted(full)[len(full) // 2] * 1e3)
     return total / wall
 
 
@@ -177,11 +188,22 @@ def server_single(base: str, tokens: int) -> float:
     return asyncio.run(one())
 
 
-def start_server(model_dir: Path, port: int, max_running: int, *extra: str) -> subprocess.Popen:
+VARIANTS = {"default": (), "ramonly": ("--cache-disk-gb", "0"),
+            "nocache": ("--cache-disk-gb", "0", "--cache-ram-gb", "0")}
+
+
+def start_server(model_dir: Path, port: int, max_running: int, *extra: str,
+                 trace: Path | None = None) -> subprocess.Popen:
+    import os
+
     cmd = [sys.executable, "-m", "mlx_textgen", "serve", "--model-path", str(model_dir), "--model-name",
            "bench", "--port", str(port), "--max-running-requests", str(max_running),
            "--cache-dir", "/tmp/bench-cache", "--log-level", "warning", *extra]
-    proc = subprocess.Popen(cmd)
+    env = dict(os.environ)
+    if trace is not None:
+        trace.unlink(missing_ok=True)
+        env["MLX_TEXTGEN_STEP_TRACE"] = str(trace)
+    proc = subprocess.Popen(cmd, env=env)
     wait_healthy(proc, port)
     return proc
 
@@ -201,24 +223,27 @@ def wait_healthy(proc: subprocess.Popen, port: int) -> None:
 
 
 def run_shape(shape: str, levels: list[int], tokens: int, port: int, rounds: int,
-              thread_ab: bool = False, aa: bool = False) -> dict:
+              thread_ab: bool = False, aa: bool = False, trace_dir: Path | None = None,
+              variants: tuple[str, ...] = ("default",)) -> dict:
     """Raw and server rounds interleaved, so both see the same machine; medians reported."""
     from statistics import median
+
+    import wave_trace
 
     t = time.perf_counter()
     model, model_dir = build_model_dir(shape, Path("/tmp/bench-models"))
     print(f"[{shape}] built and saved in {time.perf_counter() - t:.0f}s", flush=True)
-    proc = start_server(model_dir, port, max(levels))
-    base = f"http://127.0.0.1:{port}"
-
+    procs, bases, traces = [], {}, {}
     engine: dict = {}  # (level, path) -> per wave: wall seconds and the engine's counter deltas
+    windows: dict = {}  # (level, path) -> per wave: (start, end) on time.monotonic
 
-    def served(fn, key=None):
+    def served(base, fn, key=None):
         def run():
             before = quiesce(base)
-            start = time.perf_counter()
+            t0, start = time.monotonic(), time.perf_counter()
             rate = fn()
             wall = time.perf_counter() - start
+            windows.setdefault(key, []).append((t0, time.monotonic()))
             if key is not None:
                 after = quiesce(base)
                 engine.setdefault(key, []).append(
@@ -227,30 +252,59 @@ def run_shape(shape: str, levels: list[int], tokens: int, port: int, rounds: int
         return run
 
     try:
+        for i, v in enumerate(variants):
+            traces[v] = trace_dir / f"trace-{shape}-{v}.jsonl" if trace_dir else None
+            procs.append(start_server(model_dir, port + 10 * i, max(levels), *VARIANTS[v], trace=traces[v]))
+            bases[v] = f"http://127.0.0.1:{port + 10 * i}"
+        base = bases[variants[0]]
         # Every measurement is preceded by an untimed one of the same size: MLX compiles
         # kernels per shape on first use (on CUDA, tens to hundreds of ms each).
-        single = {"raw": lambda: raw_single(model, tokens), "server": served(lambda: server_single(base, tokens))}
+        single = {"raw": lambda: raw_single(model, tokens),
+                  "server": served(base, lambda: server_single(base, tokens))}
         res = {"shape": shape, "levels": {}}
         res["single"] = interleave(single, rounds)
         for n in levels:
-            paths = {"raw": lambda n=n: raw_batch(model, n, tokens),
-                     "server": served(lambda n=n: asyncio.run(server_wave(base, n, tokens)), (n, "server")),
-                     "server_stream": served(lambda n=n: asyncio.run(server_wave(base, n, tokens, stream=True)),
-                                             (n, "server_stream"))}
+            paths = {"raw": lambda n=n: raw_batch(model, n, tokens)}
+            for v, b in bases.items():
+                sfx = "" if v == "default" else f"_{v}"
+                paths["server" + sfx] = served(b, lambda n=n, b=b: asyncio.run(server_wave(b, n, tokens)),
+                                               (n, "server" + sfx))
+                if v == "default":
+                    paths["server_stream"] = served(
+                        b, lambda n=n, b=b: asyncio.run(server_wave(b, n, tokens, stream=True)),
+                        (n, "server_stream"))
             if thread_ab:
                 paths["raw_thread"] = lambda n=n: raw_batch_thread(model, n, tokens)
             if aa:
                 paths["raw_again"] = lambda n=n: raw_batch(model, n, tokens)
-            del RAW_STEPS[:]
+            del RAW_STEPS[:], RAW_STEP_MS[:]
             res["levels"][n] = interleave(paths, rounds)
             res.setdefault("raw_steps", {})[n] = sorted(RAW_STEPS)[len(RAW_STEPS) // 2]
-            for name in ("server", "server_stream"):
-                res.setdefault("engine", {}).setdefault(n, {})[name] = engine.get((n, name), [])
+            res.setdefault("raw_step_ms", {})[n] = median(RAW_STEP_MS) if RAW_STEP_MS else None
+            for name in paths:
+                if name.startswith("server"):
+                    res.setdefault("engine", {}).setdefault(n, {})[name] = engine.get((n, name), [])
             print(f"[{shape}] {n} streams: " + ", ".join(
                 f"{k} {median(v):.1f}" for k, v in res["levels"][n].items()), flush=True)
+        for b in bases.values():
+            quiesce(b)  # idle engines have written their traces
     finally:
-        proc.terminate()
-        proc.wait()
+        for p in procs:
+            p.terminate()
+            p.wait()
+    if trace_dir is not None:
+        for v, path in traces.items():
+            rows = wave_trace.load(path)
+            sfx = "" if v == "default" else f"_{v}"
+            for key, ws in windows.items():
+                if key is None:
+                    continue
+                n, name = key
+                if not (name == "server" + sfx or (v == "default" and name == "server_stream")):
+                    continue
+                # the first wave of each kind is the untimed warm-up
+                res.setdefault("trace", {}).setdefault(n, {})[name] = [
+                    wave_trace.breakdown(rows, a, b) for a, b in ws[1:]]
     mx_clear()
     return res
 
@@ -302,6 +356,10 @@ def report(res: dict) -> None:
         if "raw_again" in r:
             m, lo, hi = ratio(r, "raw_again")
             extra += f"  raw again (noise) {m:.3f} ({lo:.2f}-{hi:.2f})"
+        for k in r:
+            if k.startswith("server_") and k != "server_stream":
+                m, lo, hi = ratio(r, k)
+                extra += f"  {k} {median(r[k]):.1f} {m:.3f} ({lo:.2f}-{hi:.2f})"
         print(f"[{s}] {n:>7} {median(r['raw']):>20.1f} {cells[0]}   {cells[1]}{extra}", flush=True)
     # Where a server wave's wall time went, engine side (medians over its waves): busy is
     # every loop iteration that had work; outside is the rest (HTTP, arrival, the pipe).
@@ -321,6 +379,18 @@ def report(res: dict) -> None:
                   f"raw {res['raw_steps'][n]} steps; steps over 30/100/300 ms: "
                   f"{med('decode_steps_over_30ms'):.0f}/{med('decode_steps_over_100ms'):.0f}/"
                   f"{med('decode_steps_over_300ms'):.0f}", flush=True)
+    if res.get("trace"):
+        import wave_trace
+
+        print(f"[{s}] step trace per server wave (medians); raw's median full-batch step for comparison")
+        for n, by_path in res["trace"].items():
+            raw_ms = res.get("raw_step_ms", {}).get(n)
+            for name, waves in by_path.items():
+                print(f"[{s}] {n:>3} {name:<15} {wave_trace.summarize(waves)}"
+                      f" | raw step {raw_ms or float('nan'):.2f} ms", flush=True)
+            worst = max((w for ws in by_path.values() for w in ws), key=lambda w: w["wall"], default=None)
+            if worst:
+                print(f"[{s}] {n:>3} slowest wave's slowest iterations: {worst['slowest']}", flush=True)
 
 
 def main() -> None:
@@ -332,6 +402,8 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--thread-ab", action="store_true", help="also time raw BatchGenerator on a worker thread")
     ap.add_argument("--aa", action="store_true", help="raw BatchGenerator twice: the noise of a ratio")
+    ap.add_argument("--trace", action="store_true", help="the engine's step trace, per server wave")
+    ap.add_argument("--variants", default="default", help="servers: default, ramonly, nocache")
     args = ap.parse_args()
     from mlx_textgen.blas import select_blas
 
@@ -342,8 +414,11 @@ def main() -> None:
     levels = [int(x) for x in args.levels.split(",")]
     results = []
     for shape in args.shapes.split(","):
-        results.append(run_shape(shape, levels, args.tokens, 18000 + len(results), args.rounds, args.thread_ab,
-                                 args.aa))
+        trace_dir = Path(args.out or "/tmp/bench-trace") if args.trace else None
+        if trace_dir:
+            trace_dir.mkdir(parents=True, exist_ok=True)
+        results.append(run_shape(shape, levels, args.tokens, 18000 + 100 * len(results), args.rounds,
+                                 args.thread_ab, args.aa, trace_dir, tuple(args.variants.split(","))))
         report(results[-1])
     if args.out:
         Path(args.out, "gpu_batching.json").write_text(json.dumps(results, indent=1))

@@ -31,6 +31,7 @@ from mlx_textgen.engine.request import (
 )
 from mlx_textgen.engine.sequence import Sequence
 from mlx_textgen.engine.solo import SoloDecoder
+from mlx_textgen.engine.trace import StepTrace
 from mlx_textgen.models.loader import ModelInfo, load_weights, prepare
 
 log = logging.getLogger("mlx_textgen.engine")
@@ -90,6 +91,8 @@ class EngineLoop:
         self._cache = EngineCache(None)  # replaced on the MLX thread at startup
         self._thread = threading.Thread(target=self._run, name="mlx-engine", daemon=True)
         self._stopping = False
+        self._trace = StepTrace.from_env()
+        self._joined = 0  # sequences handed to the batch generator this iteration
         self.stats = new_stats()  # read by other threads: plain numbers, whole under the GIL
 
     # -- called from other threads -------------------------------------------------
@@ -143,47 +146,73 @@ class EngineLoop:
     def _run(self) -> None:
         if not self._startup():
             return
-        clock, stats = time.perf_counter, self.stats
         while not self._stopping:
-            self._drain(block=not (self._by_id or self._waiting or self._cache.has_finished))
-            began = clock()
-            try:
-                self._admit()
-                if self._by_uid or self._solo is not None:
-                    t = clock()
-                    self._decode()
-                    took = clock() - t
-                    stats["decode_seconds"] += took
-                    stats["decode_steps"] += 1
-                    for ms in SLOW_STEP_MS:
-                        if took * 1000 > ms:
-                            stats[f"decode_steps_over_{ms}ms"] += 1
-                t = clock()
-                self._cache.run_deferred()
-                stats["cache_seconds"] += clock() - t
-                if self._prefill:
-                    t = clock()
-                    self._prefill_step()
-                    stats["prefill_seconds"] += clock() - t
-                t = clock()
-                self._cache.commit_finished(backlog=self._loaded.running if self._loaded else 0)
-                stats["cache_seconds"] += clock() - t
-                self._expire()
-            except Exception as exc:  # keep serving: fail what was running, start afresh
-                log.exception("engine step failed")
-                self._fail_all(f"internal error: {exc}")
-            stats["busy_seconds"] += clock() - began
+            idle = not (self._by_id or self._waiting or self._cache.has_finished)
+            waited = time.monotonic()
+            adds = self._drain(block=idle)
+            self._trace.begin(waited, adds)
+            self._step()
+        self._trace.flush()
         self._cache.close()  # let queued disk writes finish
 
-    def _drain(self, block: bool) -> None:
+    def _step(self) -> None:
+        """One iteration: admit, one decode step, deferred commits, a prefill budget, one
+        finished sequence's commit, timeouts."""
+        began, stats = time.perf_counter(), self.stats
+        self._joined = 0
+        try:
+            self._timed("admit", self._admit)
+            if self._by_uid or self._solo is not None:
+                took = self._timed("decode", self._decode)
+                stats["decode_seconds"] += took
+                stats["decode_steps"] += 1
+                for ms in SLOW_STEP_MS:
+                    if took * 1000 > ms:
+                        stats[f"decode_steps_over_{ms}ms"] += 1
+            stats["cache_seconds"] += self._timed("deferred", self._cache.run_deferred)
+            if self._prefill:
+                stats["prefill_seconds"] += self._timed("prefill", self._prefill_step)
+            backlog = self._loaded.running if self._loaded else 0
+            stats["cache_seconds"] += self._timed(
+                "commit", lambda: self._cache.commit_finished(backlog=backlog)
+            )
+            self._expire()
+        except Exception as exc:  # keep serving: fail what was running, start afresh
+            log.exception("engine step failed")
+            self._fail_all(f"internal error: {exc}")
+        stats["busy_seconds"] += time.perf_counter() - began
+        self._trace.end(
+            running=len(self._by_uid) + (self._solo is not None), waiting=len(self._waiting),
+            prefilling=len(self._prefill), joined=self._joined,
+        )
+
+    def _timed(self, phase: str, fn: Callable[[], Any]) -> float:
+        t = time.perf_counter()
+        fn()
+        took = time.perf_counter() - t
+        self._trace.phase(phase, took)
+        return took
+
+    def _send(self, outputs: list[RequestOutput]) -> None:
+        t = time.perf_counter()
+        self._emit(outputs)
+        self._trace.phase("emit", time.perf_counter() - t)
+
+    def _drain(self, block: bool) -> int:
+        """Take every waiting command (waiting for one if `block`); returns how many were adds."""
+        adds = 0
+        if block:
+            self._trace.flush()  # idle: the trace's records go to its file now
         while not self._stopping:
             try:
                 cmd, arg = self._inbox.get(block=block)
             except queue.Empty:
-                return
+                break
             block = False
             if cmd == "add":
                 self._waiting.append(arg)
+                self._trace.taken(arg.request_id)
+                adds += 1
             elif cmd == "abort":
                 self._abort(arg)
             elif cmd == "call":
@@ -195,6 +224,7 @@ class EngineLoop:
                     fut.set_exception(exc)
             elif cmd == "stop":
                 self._stopping = True
+        return adds
 
     def _next_group(self) -> list[Request]:
         first = self._waiting[0]
@@ -316,7 +346,7 @@ class EngineLoop:
             if req.prefill_only:  # a cache warm-up: the prompt is stored, nothing is generated
                 self._cache.run_deferred()
                 self._forget(seq)
-                self._emit([seq.finish(FinishReason.STOP)])
+                self._send([seq.finish(FinishReason.STOP)])
                 continue
             params = req.params
             sampler = sampling.make_sampler(params)
@@ -355,6 +385,7 @@ class EngineLoop:
         )
         seq.uid = uid
         self._by_uid[uid] = seq
+        self._joined += 1
 
     def _end_solo(self) -> None:
         """Another sequence joins: the lone one moves into the batch where it left off."""
@@ -363,7 +394,7 @@ class EngineLoop:
         self._solo = None
         response, handover = solo.handover()
         out = self._account(seq, response)
-        self._emit([out])
+        self._send([out])
         if handover is not None and not out.finished:
             self._insert_batch(
                 seq, [handover.next_token], handover.cache, handover.context,
@@ -386,7 +417,7 @@ class EngineLoop:
             with mx.stream(loaded.generator.stream):  # the stream its prefill ran on
                 out = self._account(seq, solo.step())
             self.stats["decode_tokens"] += 1
-            self._emit([out])
+            self._send([out])
             if out.finished:
                 self._solo = None
                 self._cache.finished(loaded.info, solo.context, solo.cache, seq.stored_tokens)
@@ -406,7 +437,7 @@ class EngineLoop:
                 self._cache.finished(loaded.info, tokens, r.prompt_cache, seq.stored_tokens)
             outputs.append(out)
         if outputs:
-            self._emit(outputs)
+            self._send(outputs)
 
     def _logprob(self, seq: Sequence, r: Any) -> TokenLogprob | None:
         k = seq.request.params.logprobs
@@ -431,7 +462,7 @@ class EngineLoop:
         seq = self._by_id.get(request_id)
         if seq is not None:
             self._release(seq)
-            self._emit([seq.finish(FinishReason.ABORT)])
+            self._send([seq.finish(FinishReason.ABORT)])
 
     def _expire(self) -> None:
         timeout = self.options.request_timeout
@@ -440,7 +471,7 @@ class EngineLoop:
         now = time.monotonic()
         for seq in [s for s in self._by_id.values() if now - s.request.arrival_time > timeout]:
             self._release(seq)
-            self._emit([seq.finish(FinishReason.ERROR, f"request timed out after {timeout:g}s", 504)])
+            self._send([seq.finish(FinishReason.ERROR, f"request timed out after {timeout:g}s", 504)])
 
     def _release(self, seq: Sequence) -> None:
         """Free a sequence's memory now: out of the decode batch or its prefill job."""
@@ -454,14 +485,16 @@ class EngineLoop:
         self._forget(seq)
 
     def _forget(self, seq: Sequence) -> None:
-        self._by_id.pop(seq.request_id, None)
+        if self._by_id.pop(seq.request_id, None) is not None:
+            req = seq.request
+            self._trace.request(req.request_id, req.arrival_time, seq.first_token_time, seq.num_generated)
         if seq.uid is not None:
             self._by_uid.pop(seq.uid, None)
 
     def _fail_all(self, message: str) -> None:
         for seq in list(self._by_id.values()):
             self._forget(seq)
-            self._emit([seq.finish(FinishReason.ERROR, message)])
+            self._send([seq.finish(FinishReason.ERROR, message)])
         self._prefill.clear()
         self._solo = None
         if self._loaded is not None:
