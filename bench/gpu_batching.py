@@ -10,7 +10,8 @@ the weights don't matter for speed.
 server wave, where its wall time went (bench/wave_trace.py). --variants adds servers with
 the prompt cache's disk tier off (ramonly) or the whole prompt cache off (nocache).
 
-Both sides are timed the same way: from submitting the wave to its last token, with short
+Both sides are timed the same way: from submitting the wave to its last token (the server's
+client keeps its connections open between waves, as an application's client does), with short
 (32-token) prompts never seen before (no prompt-cache hits), so the figure is dominated by
 decode. Paths are interleaved, in reversed order every other round, and each round's ratio
 compares paths that saw the same state of the machine; the reported ratio is the median
@@ -112,8 +113,31 @@ RAW_STEPS: list[int] = []  # next() calls of each raw_batch wave, in order
 RAW_STEP_MS: list[float] = []  # median next() of each raw_batch wave at full batch
 
 
-def raw_batch(model, n: int, tokens: int) -> float:
+def mask_rule(on: bool) -> None:
+    """Raw paths run mlx-lm as shipped, or (on) with the server's decode-mask rule
+    (mlx_textgen.backend drops the batch decode mask where no row is left-padded)."""
+    from mlx_lm.models.cache import BatchKVCache
+
+    from mlx_textgen import backend  # noqa: F401  (importing it installs the rule)
+
+    rule = BatchKVCache.make_mask
+    shipped = getattr(rule, "__wrapped__", rule)
+    BatchKVCache.make_mask = backend._decode_mask_only_when_padded(shipped) if on else shipped
+
+
+def raw_batch_nomask(model, n: int, tokens: int) -> float:
+    mask_rule(True)
+    try:
+        return raw_batch(model, n, tokens, keep_rule=True)
+    finally:
+        mask_rule(False)
+
+
+def raw_batch(model, n: int, tokens: int, keep_rule: bool = False) -> float:
     from mlx_lm.generate import BatchGenerator
+
+    if not keep_rule:
+        mask_rule(False)
 
     gen = BatchGenerator(model, completion_batch_size=max(n, 16), prefill_batch_size=max(n, 16))
     start = time.perf_counter()
@@ -142,18 +166,48 @@ def quiesce(base: str) -> dict:
     return httpx.get(f"{base}/health", timeout=60).json()["stats"]
 
 
-async def server_wave(base: str, n: int, tokens: int, stream: bool = False) -> float:
+async def server_wave(base: str, n: int, tokens: int, stream: bool = False,
+                      http: httpx.AsyncClient | None = None) -> float:
+    """n requests at once; aggregate tok/s from sending them to the last token. With `http`
+    (a client whose pool already holds n open connections, as an application's client
+    would) the figure leaves out connection setup; without, a new client opens them."""
+    if http is None:
+        async with httpx.AsyncClient(timeout=600) as fresh:
+            return await server_wave(base, n, tokens, stream, fresh)
     body = {"model": "bench", "max_tokens": tokens, "temperature": 0, "ignore_eos": True}
-    async with httpx.AsyncClient(timeout=600) as http:
-        async def one(p: list[int]) -> int:
-            if not stream:
-                r = await http.post(f"{base}/v1/completions", json=body | {"prompt": p})
-                return r.json()["usage"]["completion_tokens"]
-            return await streamed_tokens(http, f"{base}/v1/completions", body | {"prompt": p})
 
-        start = time.perf_counter()
-        counts = await asyncio.gather(*[one(p) for p in prompts(n)])
-        return sum(counts) / (time.perf_counter() - start)
+    async def one(p: list[int]) -> int:
+        if not stream:
+            r = await http.post(f"{base}/v1/completions", json=body | {"prompt": p})
+            return r.json()["usage"]["completion_tokens"]
+        return await streamed_tokens(http, f"{base}/v1/completions", body | {"prompt": p})
+
+    global LAST_WAVE
+    t0, start = time.monotonic(), time.perf_counter()
+    counts = await asyncio.gather(*[one(p) for p in prompts(n)])
+    rate = sum(counts) / (time.perf_counter() - start)
+    LAST_WAVE = (t0, time.monotonic())
+    return rate
+
+
+LAST_WAVE: tuple[float, float] | None = None  # the timed window of the last server_wave (monotonic)
+
+
+_LOOP = asyncio.new_event_loop()  # one event loop and one client per server, across waves
+_CLIENTS: dict[str, httpx.AsyncClient] = {}
+
+
+def warm_wave(base: str, n: int, tokens: int, stream: bool = False) -> float:
+    """server_wave over a kept client, its n connections opened (untimed) just before."""
+    async def go() -> float:
+        http = _CLIENTS.get(base)
+        if http is None:
+            limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
+            http = _CLIENTS[base] = httpx.AsyncClient(timeout=600, limits=limits)
+        await asyncio.gather(*[http.get(f"{base}/health") for _ in range(n)])
+        return await server_wave(base, n, tokens, stream, http)
+
+    return _LOOP.run_until_complete(go())
 
 
 async def streamed_tokens(http: httpx.AsyncClient, url: str, body: dict, marks: list | None = None) -> int:
@@ -224,7 +278,7 @@ def wait_healthy(proc: subprocess.Popen, port: int) -> None:
 
 def run_shape(shape: str, levels: list[int], tokens: int, port: int, rounds: int,
               thread_ab: bool = False, aa: bool = False, trace_dir: Path | None = None,
-              variants: tuple[str, ...] = ("default",)) -> dict:
+              variants: tuple[str, ...] = ("default",), raw_nomask: bool = False) -> dict:
     """Raw and server rounds interleaved, so both see the same machine; medians reported."""
     from statistics import median
 
@@ -239,11 +293,13 @@ def run_shape(shape: str, levels: list[int], tokens: int, port: int, rounds: int
 
     def served(base, fn, key=None):
         def run():
+            global LAST_WAVE
             before = quiesce(base)
             t0, start = time.monotonic(), time.perf_counter()
+            LAST_WAVE = None
             rate = fn()
             wall = time.perf_counter() - start
-            windows.setdefault(key, []).append((t0, time.monotonic()))
+            windows.setdefault(key, []).append(LAST_WAVE or (t0, time.monotonic()))
             if key is not None:
                 after = quiesce(base)
                 engine.setdefault(key, []).append(
@@ -267,16 +323,18 @@ def run_shape(shape: str, levels: list[int], tokens: int, port: int, rounds: int
             paths = {"raw": lambda n=n: raw_batch(model, n, tokens)}
             for v, b in bases.items():
                 sfx = "" if v == "default" else f"_{v}"
-                paths["server" + sfx] = served(b, lambda n=n, b=b: asyncio.run(server_wave(b, n, tokens)),
+                paths["server" + sfx] = served(b, lambda n=n, b=b: warm_wave(b, n, tokens),
                                                (n, "server" + sfx))
                 if v == "default":
                     paths["server_stream"] = served(
-                        b, lambda n=n, b=b: asyncio.run(server_wave(b, n, tokens, stream=True)),
+                        b, lambda n=n, b=b: warm_wave(b, n, tokens, stream=True),
                         (n, "server_stream"))
             if thread_ab:
                 paths["raw_thread"] = lambda n=n: raw_batch_thread(model, n, tokens)
             if aa:
                 paths["raw_again"] = lambda n=n: raw_batch(model, n, tokens)
+            if raw_nomask:
+                paths["raw_nomask"] = lambda n=n: raw_batch_nomask(model, n, tokens)
             del RAW_STEPS[:], RAW_STEP_MS[:]
             res["levels"][n] = interleave(paths, rounds)
             res.setdefault("raw_steps", {})[n] = sorted(RAW_STEPS)[len(RAW_STEPS) // 2]
@@ -356,6 +414,9 @@ def report(res: dict) -> None:
         if "raw_again" in r:
             m, lo, hi = ratio(r, "raw_again")
             extra += f"  raw again (noise) {m:.3f} ({lo:.2f}-{hi:.2f})"
+        if "raw_nomask" in r:
+            m, lo, hi = ratio(r, "raw_nomask")
+            extra += f"  raw, mask rule {median(r['raw_nomask']):.1f} {m:.3f} ({lo:.2f}-{hi:.2f})"
         for k in r:
             if k.startswith("server_") and k != "server_stream":
                 m, lo, hi = ratio(r, k)
@@ -403,6 +464,8 @@ def main() -> None:
     ap.add_argument("--thread-ab", action="store_true", help="also time raw BatchGenerator on a worker thread")
     ap.add_argument("--aa", action="store_true", help="raw BatchGenerator twice: the noise of a ratio")
     ap.add_argument("--trace", action="store_true", help="the engine's step trace, per server wave")
+    ap.add_argument("--raw-nomask", action="store_true",
+                    help="also raw BatchGenerator with the server's decode-mask rule")
     ap.add_argument("--variants", default="default", help="servers: default, ramonly, nocache")
     args = ap.parse_args()
     from mlx_textgen.blas import select_blas
@@ -418,7 +481,8 @@ def main() -> None:
         if trace_dir:
             trace_dir.mkdir(parents=True, exist_ok=True)
         results.append(run_shape(shape, levels, args.tokens, 18000 + 100 * len(results), args.rounds,
-                                 args.thread_ab, args.aa, trace_dir, tuple(args.variants.split(","))))
+                                 args.thread_ab, args.aa, trace_dir, tuple(args.variants.split(",")),
+                                 args.raw_nomask))
         report(results[-1])
     if args.out:
         Path(args.out, "gpu_batching.json").write_text(json.dumps(results, indent=1))

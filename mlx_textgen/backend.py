@@ -12,7 +12,7 @@ from typing import Any
 import mlx.core as mx
 from mlx import nn
 from mlx_lm.generate import BatchGenerator, StopSequences, generate_step
-from mlx_lm.models.cache import KVCache, make_prompt_cache
+from mlx_lm.models.cache import BatchKVCache, KVCache, make_prompt_cache
 from mlx_lm.sample_utils import apply_min_p, apply_top_k, apply_top_p
 from mlx_lm.tokenizer_utils import TokenizerWrapper
 from mlx_lm.utils import _download, dequantize_model, load_model, load_tokenizer
@@ -32,6 +32,26 @@ __all__ = [
     "make_prompt_cache",
     "to_float_weights",
 ]
+
+
+def _decode_mask_only_when_padded(make_mask: Any) -> Any:
+    """mlx-lm's batch cache builds a mask for every decode step. With one query per row
+    and no row left-padded it selects every key, and a mask array keeps MLX's GPU
+    backends off their fused single-query attention kernel (CUDA falls back to separate
+    matmul, softmax and matmul); so in that case there is none, which is exact."""
+
+    def batch_make_mask(self: Any, N: int, return_array: bool = False, **kwargs: Any) -> Any:
+        if N == 1 and not return_array and kwargs.get("window_size") is None:
+            if not any(self.left_padding.tolist()):  # B ints; evaluated once per change
+                return None
+        return make_mask(self, N, return_array=return_array, **kwargs)
+
+    batch_make_mask.__wrapped__ = make_mask  # type: ignore[attr-defined]
+    return batch_make_mask
+
+
+if not hasattr(BatchKVCache.make_mask, "__wrapped__"):
+    BatchKVCache.make_mask = _decode_mask_only_when_padded(BatchKVCache.make_mask)
 
 
 def download(path_or_repo: str, revision: str | None = None) -> Path:

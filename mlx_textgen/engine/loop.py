@@ -38,6 +38,12 @@ log = logging.getLogger("mlx_textgen.engine")
 
 Emit = Callable[[list[RequestOutput]], None]  # called once per step with that step's outputs
 
+# An idle engine handed a request waits this long after each arrival for more (a burst of
+# clients, n prompts sent as separate requests), at most BURST_MAX_S in all: a lone request
+# pays BURST_QUIET_S of time to first token, a burst is prefilled as one batch.
+BURST_QUIET_S = 0.002
+BURST_MAX_S = 0.008
+
 
 @dataclass(frozen=True)
 class LoopOptions:
@@ -199,20 +205,32 @@ class EngineLoop:
         self._trace.phase("emit", time.perf_counter() - t)
 
     def _drain(self, block: bool) -> int:
-        """Take every waiting command (waiting for one if `block`); returns how many were adds."""
+        """Take every waiting command (waiting for one if `block`); returns how many were adds.
+
+        An idle engine that is handed a request waits a moment for others sent with it
+        (BURST_QUIET_S after each, BURST_MAX_S in all), so a burst of clients is prefilled
+        as one batch instead of the first alone and the rest joining it a step later."""
         adds = 0
         if block:
             self._trace.flush()  # idle: the trace's records go to its file now
+        burst_end: float | None = None
         while not self._stopping:
             try:
-                cmd, arg = self._inbox.get(block=block)
+                if burst_end is None:
+                    cmd, arg = self._inbox.get(block=block)
+                else:
+                    left = min(BURST_QUIET_S, burst_end - time.monotonic())
+                    if left <= 0:
+                        break
+                    cmd, arg = self._inbox.get(timeout=left)
             except queue.Empty:
                 break
-            block = False
             if cmd == "add":
                 self._waiting.append(arg)
                 self._trace.taken(arg.request_id)
                 adds += 1
+                if block and burst_end is None:
+                    burst_end = time.monotonic() + BURST_MAX_S
             elif cmd == "abort":
                 self._abort(arg)
             elif cmd == "call":
@@ -224,6 +242,7 @@ class EngineLoop:
                     fut.set_exception(exc)
             elif cmd == "stop":
                 self._stopping = True
+            block = False
         return adds
 
     def _next_group(self) -> list[Request]:
@@ -268,7 +287,7 @@ class EngineLoop:
         prompt = group[0].prompt_ids
         self._cache.commit_reused(prompt)
         start = self._cache.start(loaded.info, loaded.model, prompt, loaded.new_cache())
-        busy = self._by_uid or self._solo is not None or self._prefill
+        busy = self._by_uid or self._solo is not None or self._prefill or self._more_to_admit(group)
         if len(group) == 1 and start.cached_tokens == 0 and busy and not group[0].prefill_only:
             self._start_batched_prefill(group[0], start.reason)
             return
@@ -282,6 +301,13 @@ class EngineLoop:
             seq.cache_note = start.reason
             self._by_id[req.request_id] = seq
         self._prefill.append(job)
+
+    def _more_to_admit(self, group: list[Request]) -> bool:
+        """Whether a request still waiting will start next to `group` (same model, room)."""
+        loaded = self._loaded
+        assert loaded is not None
+        room = len(self._by_id) + len(group) < loaded.running
+        return room and any(r.model == group[0].model for r in self._waiting)
 
     def _start_batched_prefill(self, req: Request, reason: str) -> None:
         """A prompt with nothing cached, while others run: the batch generator prefills it

@@ -3,6 +3,7 @@ the batch mid-stream without changing a token, greedy or seeded."""
 
 from __future__ import annotations
 
+import json
 import queue
 
 import pytest
@@ -60,3 +61,42 @@ def test_handover_mid_stream_keeps_tokens(loop, temperature, seed):
     assert got["solo-then-batch"] == alone
     assert len(got["other"]) == 16
     assert loop.stats["decode_tokens"] > 0
+
+
+def test_burst_is_prefilled_as_one_batch(smollm2_gguf, cache_root, tmp_path, monkeypatch):
+    """Requests arriving together at an idle engine join the batch generator in one step:
+    none is prefilled alone first, and each gets what it gets alone."""
+    from mlx_textgen.engine import loop as loop_module
+    from mlx_textgen.engine.trace import ENV
+
+    trace = tmp_path / "trace.jsonl"
+    monkeypatch.setenv(ENV, str(trace))
+    monkeypatch.setattr(loop_module, "BURST_QUIET_S", 0.5)  # the burst can't miss its window here
+    monkeypatch.setattr(loop_module, "BURST_MAX_S", 1.0)
+    outs: queue.SimpleQueue = queue.SimpleQueue()
+    lp = EngineLoop(
+        [ModelConfig(smollm2_gguf, model_name="m")],
+        LoopOptions(cache_root=cache_root, max_running_requests=8),
+        lambda batch: [outs.put(o) for o in batch],
+    )
+    lp.start()
+    lp.ready.wait()
+    lp.outs = outs
+    try:
+        tok = lp.models["m"].hf_tokenizer
+        params = SamplingParams(max_tokens=6, temperature=0.0, ignore_eos=True)
+        prompts = {"a": tok.encode("The capital of France is"), "b": tok.encode("One, two, three,")}
+        alone = {}
+        for name, p in prompts.items():
+            lp.submit(Request(f"alone-{name}", p, params, "m"))
+            alone[name] = collect(lp, {f"alone-{name}"})[f"alone-{name}"]
+        for name, p in prompts.items():
+            lp.submit(Request(f"burst-{name}", p, params, "m"))
+        got = collect(lp, {"burst-a", "burst-b"})
+    finally:
+        lp.stop()
+    assert got == {"burst-a": alone["a"], "burst-b": alone["b"]}
+    rows = [json.loads(line) for line in trace.read_text().splitlines()]
+    taking = [r for r in rows if r.get("adds") == 2]
+    assert len(taking) == 1, "both requests are taken in one iteration"
+    assert taking[0]["joined"] == 2 and "prefill" not in taking[0]
