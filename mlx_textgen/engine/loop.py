@@ -8,7 +8,6 @@ prefill budget, so a long prompt never stalls the running streams for long.
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 import time
 from collections import deque
@@ -25,6 +24,7 @@ from mlx_textgen.cache.manager import CacheOptions
 from mlx_textgen.config import ModelConfig
 from mlx_textgen.engine import sampling
 from mlx_textgen.engine.caching import EngineCache
+from mlx_textgen.engine.inbox import Inbox
 from mlx_textgen.engine.prefill import PrefillJob
 from mlx_textgen.engine.request import (
     SLOW_STEP_MS, FinishReason, Request, RequestOutput, TokenLogprob, new_stats,
@@ -37,12 +37,6 @@ from mlx_textgen.models.loader import ModelInfo, load_weights, prepare
 log = logging.getLogger("mlx_textgen.engine")
 
 Emit = Callable[[list[RequestOutput]], None]  # called once per step with that step's outputs
-
-# An idle engine handed a request waits this long after each arrival for more (a burst of
-# clients, n prompts sent as separate requests), at most BURST_MAX_S in all: a lone request
-# pays BURST_QUIET_S of time to first token, a burst is prefilled as one batch.
-BURST_QUIET_S = 0.002
-BURST_MAX_S = 0.008
 
 
 @dataclass(frozen=True)
@@ -87,7 +81,7 @@ class EngineLoop:
         self.startup_error: BaseException | None = None
         self.options = options
         self._emit = emit
-        self._inbox: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
+        self._inbox = Inbox()
         self._waiting: deque[Request] = deque()
         self._prefill: deque[PrefillJob] = deque()
         self._by_uid: dict[int, Sequence] = {}
@@ -115,14 +109,14 @@ class EngineLoop:
         self._run()
 
     def submit(self, request: Request) -> None:
-        self._inbox.put(("add", request))
+        self._inbox.put("add", request)
 
     def abort(self, request_id: str) -> None:
-        self._inbox.put(("abort", request_id))
+        self._inbox.put("abort", request_id)
 
     def call(self, fn: Callable[[EngineLoop], Any], fut: Future) -> None:
         """Run `fn(loop)` on the MLX thread between steps; its result lands in `fut`."""
-        self._inbox.put(("call", (fn, fut)))
+        self._inbox.put("call", (fn, fut))
 
     @property
     def cache(self) -> EngineCache:
@@ -130,7 +124,7 @@ class EngineLoop:
 
     def stop(self, wait: bool = True) -> None:
         """Ask the loop to stop once its disk writes are flushed; `wait` for its thread."""
-        self._inbox.put(("stop", None))
+        self._inbox.put("stop", None)
         if wait and self._thread.is_alive():
             self._thread.join(timeout=30)
 
@@ -205,32 +199,16 @@ class EngineLoop:
         self._trace.phase("emit", time.perf_counter() - t)
 
     def _drain(self, block: bool) -> int:
-        """Take every waiting command (waiting for one if `block`); returns how many were adds.
-
-        An idle engine that is handed a request waits a moment for others sent with it
-        (BURST_QUIET_S after each, BURST_MAX_S in all), so a burst of clients is prefilled
-        as one batch instead of the first alone and the rest joining it a step later."""
+        """Take every waiting command (if `block`, wait for one and its burst: see
+        engine/inbox.py); returns how many were requests."""
         adds = 0
         if block:
             self._trace.flush()  # idle: the trace's records go to its file now
-        burst_end: float | None = None
-        while not self._stopping:
-            try:
-                if burst_end is None:
-                    cmd, arg = self._inbox.get(block=block)
-                else:
-                    left = min(BURST_QUIET_S, burst_end - time.monotonic())
-                    if left <= 0:
-                        break
-                    cmd, arg = self._inbox.get(timeout=left)
-            except queue.Empty:
-                break
+        for cmd, arg in self._inbox.take(block):
             if cmd == "add":
                 self._waiting.append(arg)
                 self._trace.taken(arg.request_id)
                 adds += 1
-                if block and burst_end is None:
-                    burst_end = time.monotonic() + BURST_MAX_S
             elif cmd == "abort":
                 self._abort(arg)
             elif cmd == "call":
@@ -242,7 +220,7 @@ class EngineLoop:
                     fut.set_exception(exc)
             elif cmd == "stop":
                 self._stopping = True
-            block = False
+                break
         return adds
 
     def _next_group(self) -> list[Request]:

@@ -13,11 +13,11 @@ from mlx_textgen.engine.loop import EngineLoop, LoopOptions
 from mlx_textgen.engine.request import Request, SamplingParams
 
 
-@pytest.fixture(scope="module")
-def loop(smollm2_gguf, cache_root):
+def start_loop(gguf: str, cache_root) -> EngineLoop:
+    """A started engine loop on SmolLM2 whose outputs land in `loop.outs`."""
     outs: queue.SimpleQueue = queue.SimpleQueue()
     lp = EngineLoop(
-        [ModelConfig(smollm2_gguf, model_name="m")],
+        [ModelConfig(gguf, model_name="m")],
         LoopOptions(cache_root=cache_root, max_running_requests=8),
         lambda batch: [outs.put(o) for o in batch],
     )
@@ -25,6 +25,12 @@ def loop(smollm2_gguf, cache_root):
     lp.ready.wait()
     assert lp.startup_error is None
     lp.outs = outs
+    return lp
+
+
+@pytest.fixture(scope="module")
+def loop(smollm2_gguf, cache_root):
+    lp = start_loop(smollm2_gguf, cache_root)
     yield lp
     lp.stop()
 
@@ -66,22 +72,14 @@ def test_handover_mid_stream_keeps_tokens(loop, temperature, seed):
 def test_burst_is_prefilled_as_one_batch(smollm2_gguf, cache_root, tmp_path, monkeypatch):
     """Requests arriving together at an idle engine join the batch generator in one step:
     none is prefilled alone first, and each gets what it gets alone."""
-    from mlx_textgen.engine import loop as loop_module
+    from mlx_textgen.engine import inbox
     from mlx_textgen.engine.trace import ENV
 
     trace = tmp_path / "trace.jsonl"
     monkeypatch.setenv(ENV, str(trace))
-    monkeypatch.setattr(loop_module, "BURST_QUIET_S", 0.5)  # the burst can't miss its window here
-    monkeypatch.setattr(loop_module, "BURST_MAX_S", 1.0)
-    outs: queue.SimpleQueue = queue.SimpleQueue()
-    lp = EngineLoop(
-        [ModelConfig(smollm2_gguf, model_name="m")],
-        LoopOptions(cache_root=cache_root, max_running_requests=8),
-        lambda batch: [outs.put(o) for o in batch],
-    )
-    lp.start()
-    lp.ready.wait()
-    lp.outs = outs
+    monkeypatch.setattr(inbox, "BURST_QUIET_S", 0.5)  # the burst can't miss its window here
+    monkeypatch.setattr(inbox, "BURST_MAX_S", 1.0)
+    lp = start_loop(smollm2_gguf, cache_root)
     try:
         tok = lp.models["m"].hf_tokenizer
         params = SamplingParams(max_tokens=6, temperature=0.0, ignore_eos=True)
