@@ -11,10 +11,13 @@ joins, and the seconds of each phase.
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from statistics import median
 
-PHASES = ("admit", "decode", "emit", "deferred", "prefill", "commit")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from mlx_textgen.engine.trace import PHASES  # noqa: E402
 
 
 def load(path: Path) -> list[dict]:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 ENV = "MLX_TEXTGEN_STEP_TRACE"
-PHASES = ("admit", "decode", "emit", "deferred", "prefill", "commit")
+PHASES = ("admit", "decode", "emit", "deferred", "prefill", "commit")  # "emit" is inside "decode"
 
 
 class StepTrace:
