@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, Strict
 
 from mlx_textgen.api.errors import bad_request
 from mlx_textgen.engine.request import SamplingParams
+from mlx_textgen.guided.forms import CONSTRAINT_FIELDS
 
 Probability = Annotated[float, Field(ge=0.0, le=1.0)]
 Penalty = Annotated[float, Field(ge=-2.0, le=2.0)]
@@ -56,6 +57,20 @@ class _Common(BaseModel):
     min_tokens: Annotated[StrictInt, Field(ge=0)] | None = None
     stop_token_ids: list[StrictInt] | None = None
     skip_special_tokens: StrictBool | None = None
+    # Structured output, in every spelling clients send (checked in guided/forms.py, which
+    # names the field and the problem in its errors).
+    response_format: dict[str, Any] | None = None
+    guided_json: dict[str, Any] | StrictStr | None = None
+    guided_regex: Any = None
+    guided_choice: Any = None
+    guided_grammar: Any = None
+    guided_whitespace_pattern: Any = None
+    structured_outputs: Any = None
+    json_schema: dict[str, Any] | None = None
+    grammar: Any = None
+
+    def constraint_fields(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in CONSTRAINT_FIELDS + ("guided_whitespace_pattern",)}
 
     @property
     def choices(self) -> int:
@@ -121,7 +136,6 @@ class ChatCompletionRequest(_Common):
     top_logprobs: Annotated[StrictInt, Field(ge=0, le=20)] | None = None
     max_completion_tokens: Annotated[StrictInt, Field(ge=1)] | None = None
     modalities: list[StrictStr] | None = None
-    response_format: dict[str, Any] | None = None
     tools: list[dict[str, Any]] | None = None
     tool_choice: StrictStr | dict[str, Any] | None = None
     parallel_tool_calls: StrictBool | None = None
@@ -142,9 +156,6 @@ class ChatCompletionRequest(_Common):
             raise bad_request("tool calling is not supported yet", "tool_choice")
         if self.modalities and any(m != "text" for m in self.modalities):
             raise bad_request("only the text modality is supported", "modalities")
-        fmt = (self.response_format or {}).get("type", "text")
-        if fmt != "text":
-            raise bad_request(f"response_format {fmt!r} is not supported yet", "response_format")
         if self.top_logprobs is not None and not self.logprobs:
             raise bad_request("`top_logprobs` requires `logprobs: true`", "top_logprobs")
 

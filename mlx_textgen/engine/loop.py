@@ -24,7 +24,9 @@ from mlx_textgen.cache.manager import CacheOptions
 from mlx_textgen.config import ModelConfig
 from mlx_textgen.engine import sampling
 from mlx_textgen.engine.caching import EngineCache
+from mlx_textgen.engine.guiding import Guides
 from mlx_textgen.engine.inbox import Inbox
+from mlx_textgen.engine.loaded import LoadedModel
 from mlx_textgen.engine.prefill import PrefillJob
 from mlx_textgen.engine.request import (
     SLOW_STEP_MS, FinishReason, Request, RequestOutput, TokenLogprob, new_stats,
@@ -32,7 +34,8 @@ from mlx_textgen.engine.request import (
 from mlx_textgen.engine.sequence import Sequence
 from mlx_textgen.engine.solo import SoloDecoder
 from mlx_textgen.engine.trace import StepTrace
-from mlx_textgen.models.loader import ModelInfo, load_weights, prepare
+from mlx_textgen.guided.compiler import ConstraintError
+from mlx_textgen.models.loader import ModelInfo, prepare
 
 log = logging.getLogger("mlx_textgen.engine")
 
@@ -47,28 +50,6 @@ class LoopOptions:
     max_running_requests: int = 16
     prefill_step_size: int = 512
     request_timeout: float | None = None
-
-
-class _Loaded:
-    """The model whose weights are in memory, with its batch generator."""
-
-    def __init__(self, info: ModelInfo, options: LoopOptions) -> None:
-        self.info = info
-        self.model = load_weights(info)
-        self.vocab_size = int(self.model(mx.array([[0]])).shape[-1])
-        self.prefill_budget = info.config.preprocess_batch_size or options.prefill_step_size
-        self.running = max(1, options.max_running_requests)
-        self.generator = self.new_generator()
-        self.token_text = info.decoder(skip_special_tokens=False)  # logprob entries show every token
-
-    def new_generator(self) -> Any:
-        return backend.BatchGenerator(
-            self.model, completion_batch_size=self.running, prefill_batch_size=self.running,
-            prefill_step_size=self.prefill_budget,
-        )
-
-    def new_cache(self) -> list[Any]:
-        return backend.make_prompt_cache(self.model)
 
 
 class EngineLoop:
@@ -86,9 +67,10 @@ class EngineLoop:
         self._prefill: deque[PrefillJob] = deque()
         self._by_uid: dict[int, Sequence] = {}
         self._by_id: dict[str, Sequence] = {}
-        self._loaded: _Loaded | None = None
+        self._loaded: LoadedModel | None = None
         self._solo: tuple[SoloDecoder, Sequence] | None = None
         self._cache = EngineCache(None)  # replaced on the MLX thread at startup
+        self._guides = Guides()
         self._thread = threading.Thread(target=self._run, name="mlx-engine", daemon=True)
         self._stopping = False
         self._trace = StepTrace.from_env()
@@ -109,6 +91,14 @@ class EngineLoop:
         self._run()
 
     def submit(self, request: Request) -> None:
+        """Queue a request; its constraint, if any, is compiled here, off the MLX thread."""
+        info = self.models.get(request.model)
+        try:
+            if info is not None:
+                self._guides.prepare(info, request.params)
+        except ConstraintError as exc:
+            self._inbox.put("reject", (request.request_id, exc.message))
+            return
         self._inbox.put("add", request)
 
     def abort(self, request_id: str) -> None:
@@ -211,6 +201,11 @@ class EngineLoop:
                 adds += 1
             elif cmd == "abort":
                 self._abort(arg)
+            elif cmd == "reject":
+                request_id, message = arg
+                self._send([RequestOutput(
+                    request_id, finish_reason=FinishReason.ERROR, error=message, error_status=400,
+                )])
             elif cmd == "call":
                 fn, fut = arg
                 self._cache.flush()  # admin calls see every commit made so far
@@ -257,7 +252,9 @@ class EngineLoop:
         self._loaded = None
         mx.clear_cache()
         log.info("loading model %s", name)
-        self._loaded = _Loaded(self.models[name], self.options)
+        self._loaded = LoadedModel(
+            self.models[name], self.options.prefill_step_size, self.options.max_running_requests
+        )
 
     def _start_prefill(self, group: list[Request]) -> None:
         loaded = self._loaded
@@ -301,21 +298,31 @@ class EngineLoop:
         self._by_id[req.request_id] = seq
         self.stats["prompt_tokens"] += len(req.prompt_ids)
         self.stats["prefill_tokens"] += len(req.prompt_ids) - 1
-        params = req.params
-        self._insert_batch(
-            seq, req.prompt_ids, None, [], params.max_tokens, sampling.make_sampler(params),
-            sampling.make_logits_processors(params, len(req.prompt_ids), loaded.vocab_size, seq.stop_token_ids),
-        )
+        self._insert_batch(seq, req.prompt_ids, None, [], req.params.max_tokens, *self._sampling(seq))
 
     def _new_sequence(self, req: Request, info: ModelInfo) -> Sequence:
         params = req.params
         stop_ids = set(params.stop_token_ids) | (set() if params.ignore_eos else set(info.eos_token_ids))
-        return Sequence(
+        seq = Sequence(
             req,
             info.decoder(params.skip_special_tokens),
             frozenset(stop_ids),
             info.extra_stop_words,
         )
+        assert self._loaded is not None
+        seq.guide = self._guides.new(info, params, len(req.prompt_ids), self._loaded.vocab_size)
+        return seq
+
+    def _sampling(self, seq: Sequence) -> tuple[sampling.Sampler, list[sampling.LogitsProcessor]]:
+        """A sequence's sampler and logits processors; its constraint's mask comes last."""
+        params, loaded = seq.request.params, self._loaded
+        assert loaded is not None
+        procs = sampling.make_logits_processors(
+            params, len(seq.request.prompt_ids), loaded.vocab_size, seq.stop_token_ids
+        )
+        if seq.guide is not None:
+            procs.append(seq.guide)
+        return sampling.make_sampler(params), procs
 
     def _prefill_step(self) -> None:
         """Spend this step's prefill budget, oldest job first; hand finished jobs to decode."""
@@ -353,10 +360,7 @@ class EngineLoop:
                 self._send([seq.finish(FinishReason.STOP)])
                 continue
             params = req.params
-            sampler = sampling.make_sampler(params)
-            procs = sampling.make_logits_processors(
-                params, len(req.prompt_ids), loaded.vocab_size, seq.stop_token_ids
-            )
+            sampler, procs = self._sampling(seq)
             if alone:
                 solo = SoloDecoder(
                     loaded.model, job.cache, req.prompt_ids, sampler, procs,
@@ -435,7 +439,11 @@ class EngineLoop:
                 continue
             out = self._account(seq, r)
             if out.finished and r.finish_reason is None:
-                loaded.generator.remove([r.uid])  # a stop string: the generator doesn't know
+                # A stop string or a completed constraint: the generator doesn't know.
+                kept = loaded.generator.remove([r.uid], return_prompt_caches=True)
+                if r.uid in kept:
+                    cache, tokens = kept[r.uid]
+                    self._cache.finished(loaded.info, list(tokens), cache, seq.stored_tokens)
             elif out.finished and r.prompt_cache:
                 tokens = list(r.all_tokens)
                 self._cache.finished(loaded.info, tokens, r.prompt_cache, seq.stored_tokens)
@@ -447,16 +455,7 @@ class EngineLoop:
         k = seq.request.params.logprobs
         if k is None or (r.finish_reason == "stop" and r.token in seq.stop_token_ids):
             return None
-        lp = r.logprobs
-        decode = self._loaded.token_text  # type: ignore[union-attr]
-        top: tuple[tuple[int, str, float], ...] = ()
-        if k > 0:
-            idx = mx.argpartition(-lp, kth=k - 1)[:k]
-            vals = lp[idx]
-            order = mx.argsort(-vals)
-            ids, vs = idx[order].tolist(), vals[order].tolist()
-            top = tuple((i, decode([i]), float(v)) for i, v in zip(ids, vs))
-        return TokenLogprob(r.token, decode([r.token]), float(lp[r.token].item()), top)
+        return self._loaded.logprob(r.token, r.logprobs, k)  # type: ignore[union-attr]
 
     def _abort(self, request_id: str) -> None:
         for i, req in enumerate(self._waiting):

@@ -34,6 +34,8 @@ class SamplingParams:
     min_tokens: int = 0
     logprobs: int | None = None  # None: off; k >= 0: the chosen token plus k alternatives
     skip_special_tokens: bool = True
+    grammar: str | None = None  # an llguidance grammar the output must match (see guided/)
+    grammar_after: tuple[int, ...] = ()  # the grammar applies once these tokens were generated
 
     @property
     def greedy(self) -> bool:

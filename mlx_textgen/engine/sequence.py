@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from collections.abc import Sequence as Seq
+from typing import Any
 
 from mlx_textgen.engine.detokenizer import IncrementalDetokenizer
 from mlx_textgen.engine.request import FinishReason, Request, RequestOutput, TokenLogprob
@@ -35,6 +36,7 @@ class Sequence:
         self.cache_note = ""  # why the prompt cache hit or missed, for the request's log line
         self.first_token_time: float | None = None
         self.finish_reason: FinishReason | None = None
+        self.guide: Any = None  # guided.mask.Guide when the output is constrained
 
     @property
     def request_id(self) -> str:
@@ -52,16 +54,28 @@ class Sequence:
             out.text = self._flush()
             out.finish_reason = self.finish_reason = FinishReason.STOP
             return out
+        if self.guide is not None:
+            self.guide.observe(self.num_generated - 1, token)
         out.text = self._stops.feed(self._detok.add(token))
         out.token_ids.append(token)
         if logprob is not None:
             out.logprobs.append(logprob)
         if self._stops.stopped is not None:
             out.finish_reason = FinishReason.STOP
+        elif self.guide is not None and (self.guide.finished or self.guide.error()):
+            return self._end_guided(out)
         elif gen_finish is not None:
             out.text += self._flush()
             out.finish_reason = FinishReason.LENGTH if gen_finish == "length" else FinishReason.STOP
         self.finish_reason = out.finish_reason
+        return out
+
+    def _end_guided(self, out: RequestOutput) -> RequestOutput:
+        """The constraint is complete (a stop), or refused a token (never under its mask)."""
+        out.text += self._flush()
+        error = self.guide.error()
+        out.finish_reason = self.finish_reason = FinishReason.ERROR if error else FinishReason.STOP
+        out.error = f"constraint failed: {error}" if error else None
         return out
 
     def finish(

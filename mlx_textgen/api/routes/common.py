@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from fastapi import Request as HTTPRequest
 from fastapi.responses import JSONResponse, StreamingResponse
 
+from mlx_textgen.api.constraints import checked_constraint
 from mlx_textgen.api.errors import APIError, bad_request
 from mlx_textgen.api.generation import Job, Renderer, collect, stream_sse, usage
 from mlx_textgen.api.protocol import _Common, to_sampling_params
 from mlx_textgen.engine.engine import Overloaded, TooManyChoices
+from mlx_textgen.guided.forms import JsonStyle
 
 if TYPE_CHECKING:
     from mlx_textgen.engine.engine import Engine
@@ -34,6 +37,11 @@ def resolve_model(http: HTTPRequest, name: str | None) -> ModelInfo:
             code="model_not_found",
         )
     return info
+
+
+def json_style(http: HTTPRequest) -> JsonStyle:
+    """How constrained JSON is laid out unless a request says (compact by default)."""
+    return getattr(http.app.state, "json_style", None) or JsonStyle()
 
 
 def vocab_size(info: ModelInfo) -> int:
@@ -83,6 +91,9 @@ async def run(
         defaults=info.generation_defaults,
         vocab_size=vocab_size(info),
     )
+    constraint = await checked_constraint(req, info, json_style(http))
+    if constraint is not None:
+        params = replace(params, grammar=constraint.grammar)
     job = Job(model=info.name, prompts=prompts, n=req.choices, params=params,
               boundaries=boundaries or [() for _ in prompts])
     try:

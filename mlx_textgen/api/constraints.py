@@ -1,0 +1,47 @@
+"""A request's constraint, checked before anything is queued: a 400 names what is wrong.
+
+Grammars compile in a worker thread of this process (cached per model), so a bad schema,
+regex or grammar never reaches the engine; the engine compiles its own copy when the
+request arrives there, off its model thread.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from starlette.concurrency import run_in_threadpool
+
+from mlx_textgen.api.errors import bad_request
+from mlx_textgen.guided.compiler import ConstraintError, GrammarCache, make_tokenizer
+from mlx_textgen.guided.forms import Constraint, JsonStyle, from_request
+
+if TYPE_CHECKING:
+    from mlx_textgen.api.protocol import _Common
+    from mlx_textgen.models.loader import ModelInfo
+
+_caches: dict[tuple[str, str], GrammarCache] = {}
+
+
+def grammar_cache(info: ModelInfo) -> GrammarCache:
+    key = (info.name, str(info.model_dir))
+    cache = _caches.get(key)
+    if cache is None:
+        hf, eos = info.hf_tokenizer, info.eos_token_ids
+        cache = _caches[key] = GrammarCache(lambda: make_tokenizer(hf, eos))
+    return cache
+
+
+async def checked_constraint(req: _Common, info: ModelInfo, style: JsonStyle) -> Constraint | None:
+    """The request's constraint, compiled once here to prove it compiles; None if none."""
+    constraint = None
+    try:
+        constraint = from_request(req.constraint_fields(), style)
+        if constraint is not None:
+            cache = grammar_cache(info)
+            if constraint.grammar not in cache:
+                await run_in_threadpool(cache.check, constraint.grammar)
+    except ConstraintError as exc:
+        param = exc.param or (constraint.param if constraint is not None else None)
+        where = f"`{param}`: " if param and "`" not in exc.message else ""
+        raise bad_request(f"invalid constraint: {where}{exc.message}", param) from None
+    return constraint

@@ -1,0 +1,41 @@
+"""The engine's side of structured output: compiled grammars per model, a guide per sequence.
+
+A request's grammar is compiled when the request reaches the engine process, on the
+thread that hands requests to the loop, so the model thread only copies a ready matcher.
+"""
+
+from __future__ import annotations
+
+from mlx_textgen.engine.request import SamplingParams
+from mlx_textgen.guided.compiler import GrammarCache, make_tokenizer
+from mlx_textgen.guided.constraint import AfterMarker, Constraint, GrammarConstraint
+from mlx_textgen.guided.mask import Guide
+from mlx_textgen.models.loader import ModelInfo
+
+
+class Guides:
+    """One grammar cache per model (each has its own tokenizer)."""
+
+    def __init__(self) -> None:
+        self._caches: dict[str, GrammarCache] = {}
+
+    def _cache(self, info: ModelInfo) -> GrammarCache:
+        cache = self._caches.get(info.name)
+        if cache is None:
+            hf, eos = info.hf_tokenizer, info.eos_token_ids
+            cache = self._caches[info.name] = GrammarCache(lambda: make_tokenizer(hf, eos))
+        return cache
+
+    def prepare(self, info: ModelInfo, params: SamplingParams) -> None:
+        """Compile the request's grammar now (raises ConstraintError if it can't be)."""
+        if params.grammar is not None:
+            self._cache(info).check(params.grammar)
+
+    def new(self, info: ModelInfo, params: SamplingParams, prompt_len: int, vocab_size: int) -> Guide | None:
+        """A fresh guide for one sequence of a request, or None if it is unconstrained."""
+        if params.grammar is None:
+            return None
+        constraint: Constraint = GrammarConstraint(self._cache(info).matcher(params.grammar))
+        if params.grammar_after:
+            constraint = AfterMarker(constraint, params.grammar_after)
+        return Guide(constraint, prompt_len, vocab_size)
