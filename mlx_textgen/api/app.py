@@ -12,6 +12,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mlx_textgen.api.errors import APIError, error_body, error_response
+from mlx_textgen.api import constraints
 from mlx_textgen.api.routes import cache, chat, completions, models
 
 if TYPE_CHECKING:
@@ -126,6 +127,7 @@ class APIKeys:
 def create_app(engine: Engine, api_keys: list[str], max_body_bytes: int) -> FastAPI:
     app = FastAPI(title="mlx-textgen", docs_url=None, redoc_url=None)
     app.state.engine = engine
+    constraints.warm(engine.models.values())
 
     @app.exception_handler(APIError)
     async def on_api_error(_: Request, exc: APIError) -> JSONResponse:

@@ -7,6 +7,7 @@ request arrives there, off its model thread.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from starlette.concurrency import run_in_threadpool
@@ -29,6 +30,12 @@ def grammar_cache(info: ModelInfo) -> GrammarCache:
         hf, eos = info.hf_tokenizer, info.eos_token_ids
         cache = _caches[key] = GrammarCache(lambda: make_tokenizer(hf, eos))
     return cache
+
+
+def warm(models: Iterable[ModelInfo]) -> None:
+    """Start building each model's llguidance tokenizer in the background."""
+    for info in models:
+        grammar_cache(info).warm()
 
 
 async def checked_constraint(req: _Common, info: ModelInfo, style: JsonStyle) -> Constraint | None:

@@ -26,16 +26,20 @@ class Guides:
             cache = self._caches[info.name] = GrammarCache(lambda: make_tokenizer(hf, eos))
         return cache
 
+    def warm(self, info: ModelInfo) -> None:
+        """Build the model's llguidance tokenizer in the background."""
+        self._cache(info).warm()
+
     def prepare(self, info: ModelInfo, params: SamplingParams) -> None:
         """Compile the request's grammar now (raises ConstraintError if it can't be)."""
         if params.grammar is not None:
             self._cache(info).check(params.grammar)
 
-    def new(self, info: ModelInfo, params: SamplingParams, prompt_len: int, vocab_size: int) -> Guide | None:
+    def new(self, info: ModelInfo, params: SamplingParams, vocab_size: int) -> Guide | None:
         """A fresh guide for one sequence of a request, or None if it is unconstrained."""
         if params.grammar is None:
             return None
         constraint: Constraint = GrammarConstraint(self._cache(info).matcher(params.grammar))
         if params.grammar_after:
             constraint = AfterMarker(constraint, params.grammar_after)
-        return Guide(constraint, prompt_len, vocab_size)
+        return Guide(constraint, vocab_size)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import mlx.core as mx
@@ -42,5 +43,6 @@ class LoadedModel:
             vals = logprobs[idx]
             order = mx.argsort(-vals)
             ids, vs = idx[order].tolist(), vals[order].tolist()
-            top = tuple((i, decode([i]), float(v)) for i, v in zip(ids, vs))
+            # Tokens a constraint (or a ban) rules out have -inf: they are no alternative.
+            top = tuple((i, decode([i]), float(v)) for i, v in zip(ids, vs) if v != -math.inf)
         return TokenLogprob(token, decode([token]), float(logprobs[token].item()), top)

@@ -126,6 +126,8 @@ class EngineLoop:
                 info = prepare(mc, cache_root=self.options.cache_root, cpu_weights=self.options.cpu_weights)
                 self.models[info.name] = info
             self._switch_to(next(iter(self.models)))
+            for info in self.models.values():
+                self._guides.warm(info)
             return True
         except BaseException as exc:  # reported to the starting thread
             self.startup_error = exc
@@ -310,7 +312,7 @@ class EngineLoop:
             info.extra_stop_words,
         )
         assert self._loaded is not None
-        seq.guide = self._guides.new(info, params, len(req.prompt_ids), self._loaded.vocab_size)
+        seq.guide = self._guides.new(info, params, self._loaded.vocab_size)
         return seq
 
     def _sampling(self, seq: Sequence) -> tuple[sampling.Sampler, list[sampling.LogitsProcessor]]:
@@ -320,9 +322,11 @@ class EngineLoop:
         procs = sampling.make_logits_processors(
             params, len(seq.request.prompt_ids), loaded.vocab_size, seq.stop_token_ids
         )
+        sampler = sampling.make_sampler(params)
         if seq.guide is not None:
             procs.append(seq.guide)
-        return sampling.make_sampler(params), procs
+            sampler = seq.guide.sampler(sampler)
+        return sampler, procs
 
     def _prefill_step(self) -> None:
         """Spend this step's prefill budget, oldest job first; hand finished jobs to decode."""

@@ -54,6 +54,11 @@ class GrammarCache:
                 self._tokenizer = self._make_tokenizer()
             return self._tokenizer
 
+    def warm(self) -> None:
+        """Build the tokenizer in the background, so a first constrained request doesn't
+        wait for it (about a second for a 50k vocabulary)."""
+        threading.Thread(target=lambda: self.tokenizer, name="llguidance-tokenizer", daemon=True).start()
+
     def _pristine(self, grammar: str) -> LLMatcher:
         with self._lock:
             hit = self._compiled.get(grammar)

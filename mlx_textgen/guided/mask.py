@@ -2,14 +2,16 @@
 
 The batch generator (and the lone-sequence decoder) call logits processors while they
 build step t+1, whose forward pass takes token t as a device array. The guide first
-queues that forward pass, then waits for token t (which the device computes first),
+queues that forward pass, then waits for token t (which the device computes before it),
 advances the constraint and computes the mask on the host while the forward runs; only
 the sampling of step t+1 waits for the mask. So a constraint adds no device round trip.
 
-The mask is applied with portable MLX operations (shift, and, where): no backend kernels.
+The mask is applied with portable MLX operations (an upload and a where): no backend kernels.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import mlx.core as mx
 import numpy as np
@@ -19,29 +21,30 @@ from mlx_textgen.guided.constraint import Constraint, mask_words
 
 def apply_bitmask(logits: mx.array, words: np.ndarray) -> mx.array:
     """`logits` (1, V) with every token whose bit is clear in `words` set to -inf; tokens
-    past the bitmask's end (a model vocabulary larger than the tokenizer's) too."""
-    # Built per call: MLX arrays belong to the stream of the thread that made them.
-    bits = (mx.array(words)[:, None] >> mx.arange(32, dtype=mx.int32)) & 1
-    allowed = bits.reshape(-1)
+    past the bitmask's end (a model vocabulary larger than the tokenizer's) too. The bits
+    are unpacked on the host (microseconds) so the device sees one upload and one select."""
+    allowed = np.unpackbits(words.view(np.uint8), bitorder="little")
     vocab = logits.shape[-1]
-    if allowed.size >= vocab:
-        allowed = allowed[:vocab]
-    else:
-        allowed = mx.concatenate([allowed, mx.zeros((vocab - allowed.size,), dtype=allowed.dtype)])
-    return mx.where(allowed.astype(mx.bool_), logits, mx.array(-mx.inf, dtype=logits.dtype))
+    if allowed.size < vocab:
+        allowed = np.pad(allowed, (0, vocab - allowed.size))
+    return mx.where(mx.array(allowed[:vocab].view(np.bool_)), logits, -float("inf"))
 
 
 class Guide:
-    """One sequence's constraint as an mlx-lm logits processor `(context, logits) -> logits`.
+    """One sequence's constraint as an mlx-lm logits processor `(context, logits) -> logits`,
+    with `sampler(inner)` wrapping the sequence's sampler so the guide sees each sampled
+    token as the array the sampler made: reading it waits for that sampling only, never for
+    the forward pass queued after it (a new slice of the context would queue behind it).
 
     `observe(index, token)` advances the constraint by the `index`-th generated token once,
     whoever calls first: the processor (at the next step) or the sequence's accounting
     (for a last token, after which no step runs)."""
 
-    def __init__(self, constraint: Constraint, prompt_len: int, vocab_size: int) -> None:
+    def __init__(self, constraint: Constraint, vocab_size: int) -> None:
         self.constraint = constraint
-        self.prompt_len = prompt_len
         self.consumed = 0  # generated tokens the constraint has accepted
+        self._sampled = 0
+        self._pending: tuple[int, mx.array] | None = None
         self._words = mask_words(vocab_size)
 
     def observe(self, index: int, token: int) -> None:
@@ -56,13 +59,20 @@ class Guide:
     def error(self) -> str | None:
         return self.constraint.error()
 
+    def sampler(self, inner: Callable[[mx.array], mx.array]) -> Callable[[mx.array], mx.array]:
+        def sample(logprobs: mx.array) -> mx.array:
+            token = inner(logprobs)
+            self._pending = (self._sampled, token)
+            self._sampled += 1
+            return token
+
+        return sample
+
     def __call__(self, context: mx.array, logits: mx.array) -> mx.array:
-        generated = context.shape[0] - self.prompt_len
-        if generated > self.consumed:
+        pending, self._pending = self._pending, None
+        if pending is not None and pending[0] == self.consumed:
             mx.async_eval(logits)  # the forward pass runs while the host works below
-            start = self.prompt_len + self.consumed
-            for token in context[start:].tolist():
-                self.observe(self.consumed, token)
+            self.observe(pending[0], int(pending[1].item()))
         if not self.constraint.fill_mask(self._words):
             return logits
         return apply_bitmask(logits, self._words)

@@ -1,0 +1,210 @@
+"""Constraint forms, the grammar cache, the after-marker switch and the mask, without a model."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import mlx.core as mx
+import numpy as np
+import pytest
+from llguidance import LLMatcher, LLTokenizer
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+
+from mlx_textgen.guided.compiler import ConstraintError, GrammarCache
+from mlx_textgen.guided.constraint import AfterMarker, GrammarConstraint, mask_words
+from mlx_textgen.guided.forms import JsonStyle, from_request
+from mlx_textgen.guided.mask import Guide, apply_bitmask
+
+SCHEMA = {"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]}
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tmp_path_factory) -> LLTokenizer:
+    """A byte-level vocabulary without merges: byte b is token b + 1, EOS is 0."""
+    chars = pre_tokenizers.ByteLevel.alphabet()
+    table = _byte_chars()
+    assert set(table) == set(chars)
+    vocab = {"</s>": 0} | {ch: b + 1 for b, ch in enumerate(table)}
+    tok = Tokenizer(models.BPE(vocab, merges=[]))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    tok.decoder = decoders.ByteLevel()
+    path = tmp_path_factory.mktemp("tok") / "tokenizer.json"
+    tok.save(str(path))
+    return LLTokenizer(str(path), eos_token=0)
+
+
+def _byte_chars() -> list[str]:
+    """GPT-2's byte -> printable character table, the one ByteLevel uses."""
+    keep = list(range(33, 127)) + list(range(161, 173)) + list(range(174, 256))
+    extra = iter(range(256, 512))
+    return [chr(b) if b in keep else chr(next(extra)) for b in range(256)]
+
+
+VOCAB = 257
+
+
+def ids(text: str) -> list[int]:
+    return [b + 1 for b in text.encode()]
+
+
+def test_every_spelling_of_a_json_schema_gives_the_same_grammar():
+    style = JsonStyle()
+    rf = {"type": "json_schema", "json_schema": {"name": "x", "schema": SCHEMA, "strict": True}}
+    grammars = {
+        from_request({"response_format": rf}, style).grammar,
+        from_request({"guided_json": SCHEMA}, style).grammar,
+        from_request({"guided_json": json.dumps(SCHEMA)}, style).grammar,
+        from_request({"structured_outputs": {"json": SCHEMA}}, style).grammar,
+        from_request({"json_schema": SCHEMA}, style).grammar,
+    }
+    assert len(grammars) == 1
+
+
+def test_text_format_and_absent_fields_are_no_constraint():
+    assert from_request({"response_format": {"type": "text"}}, JsonStyle()) is None
+    assert from_request({"guided_json": None}, JsonStyle()) is None
+
+
+@pytest.mark.parametrize(
+    "fields,param,words",
+    [
+        ({"guided_regex": "a", "guided_choice": ["b"]}, "guided_choice", "`guided_regex` and `guided_choice`"),
+        ({"response_format": {"type": "json_object"}, "grammar": "start: \"a\""}, "grammar", "`response_format` and `grammar`"),
+        ({"response_format": {"type": "xml"}}, "response_format.type", "'xml'"),
+        ({"response_format": {"type": "json_schema"}}, "response_format.json_schema", "must be an object"),
+        ({"response_format": {"type": "json_schema", "json_schema": {"schema": SCHEMA, "extra": 1}}},
+         "response_format.json_schema", "extra"),
+        ({"guided_json": "{not json"}, "guided_json", "not valid JSON"),
+        ({"guided_json": "[1]"}, "guided_json", "JSON schema object"),
+        ({"guided_choice": []}, "guided_choice", "non-empty"),
+        ({"guided_choice": ["a", 3]}, "guided_choice", "string"),
+        ({"guided_regex": ""}, "guided_regex", "non-empty"),
+        ({"guided_grammar": "  "}, "guided_grammar", "non-empty"),
+        ({"structured_outputs": {"regex": "a", "choice": ["b"]}}, "structured_outputs", "exactly one"),
+        ({"structured_outputs": {"foo": 1}}, "structured_outputs", "foo"),
+        ({"guided_whitespace_pattern": 3, "guided_json": SCHEMA}, "guided_whitespace_pattern", "string"),
+    ],
+)
+def test_bad_forms_name_the_field(fields, param, words):
+    with pytest.raises(ConstraintError) as err:
+        from_request(fields, JsonStyle())
+    assert err.value.param == param
+    assert words in err.value.message
+
+
+def test_compile_errors_say_what_is_wrong(tokenizer):
+    cache = GrammarCache(lambda: tokenizer)
+    cases = {
+        "guided_regex": ({"guided_regex": "a[b"}, "unclosed character class"),
+        "guided_json": ({"guided_json": {"type": "strin"}}, "strin"),
+        "unsupported": ({"guided_json": {"type": "array", "uniqueItems": True}}, "uniqueItems"),
+        "guided_grammar": ({"guided_grammar": "start: nothing_here"}, "nothing_here"),
+    }
+    for fields, words in cases.values():
+        grammar = from_request(fields, JsonStyle()).grammar
+        with pytest.raises(ConstraintError) as err:
+            cache.check(grammar)
+        assert words in err.value.message
+
+
+def run(constraint, text: str) -> None:
+    words = mask_words(VOCAB)
+    for t in ids(text):
+        assert constraint.fill_mask(words)
+        assert np.unpackbits(words.view(np.uint8), bitorder="little")[t], text
+        constraint.accept(t)
+
+
+def test_choices_are_literal(tokenizer):
+    cache = GrammarCache(lambda: tokenizer)
+    grammar = from_request({"guided_choice": ["C++", "a.b"]}, JsonStyle()).grammar
+    ok = GrammarConstraint(cache.matcher(grammar))
+    run(ok, "a.b")
+    assert ok.is_finished()
+    # "a.b" is not a regex: "axb" is refused at the "x"
+    words = mask_words(VOCAB)
+    bad = GrammarConstraint(cache.matcher(grammar))
+    bad.accept(ids("a")[0])
+    bad.fill_mask(words)
+    assert not np.unpackbits(words.view(np.uint8), bitorder="little")[ids("x")[0]]
+
+
+def test_gbnf_is_accepted_as_well_as_lark(tokenizer):
+    cache = GrammarCache(lambda: tokenizer)
+    gbnf = 'root ::= "x" [0-9]+'
+    c = GrammarConstraint(cache.matcher(from_request({"grammar": gbnf}, JsonStyle()).grammar))
+    run(c, "x12")
+    assert not c.is_finished() and c.error() is None
+
+
+def test_json_is_compact_unless_a_whitespace_pattern_relaxes_it(tokenizer):
+    cache = GrammarCache(lambda: tokenizer)
+
+    def allows_space_after_brace(fields: dict) -> bool:
+        m = cache.matcher(from_request(fields, JsonStyle()).grammar)
+        m.consume_token(ids("{")[0])
+        return ids(" ")[0] in [i for i in range(VOCAB) if _allowed(m, i)]
+
+    assert not allows_space_after_brace({"guided_json": SCHEMA})
+    assert allows_space_after_brace({"guided_json": SCHEMA, "guided_whitespace_pattern": "[ ]?"})
+    assert allows_space_after_brace({"structured_outputs": {"json": SCHEMA, "disable_any_whitespace": False}})
+
+
+def _allowed(m: LLMatcher, token: int) -> bool:
+    words = mask_words(VOCAB)
+    m.unsafe_compute_mask_ptr(words.ctypes.data, words.nbytes)
+    return bool(np.unpackbits(words.view(np.uint8), bitorder="little")[token])
+
+
+def test_cached_grammars_compile_once_and_give_independent_matchers(tokenizer):
+    cache = GrammarCache(lambda: tokenizer)
+    grammar = from_request({"guided_json": SCHEMA}, JsonStyle()).grammar
+    assert grammar not in cache
+    cache.check(grammar)
+    assert grammar in cache
+    t = time.perf_counter()
+    a, b = cache.matcher(grammar), cache.matcher(grammar)
+    assert time.perf_counter() - t < 0.05
+    a.consume_tokens(ids('{"a":1'))
+    assert not b.is_error() and b.consume_token(ids("{")[0])
+
+
+def test_after_marker_switches_the_constraint_on(tokenizer):
+    cache = GrammarCache(lambda: tokenizer)
+    grammar = from_request({"guided_choice": ["yes", "no"]}, JsonStyle()).grammar
+    c = AfterMarker(GrammarConstraint(cache.matcher(grammar)), tuple(ids("</t>")))
+    words = mask_words(VOCAB)
+    for t in ids("hmm </t"):
+        assert not c.fill_mask(words)
+        c.accept(t)
+    twin_before = c.fork()
+    c.accept(ids(">")[0])
+    assert c.fill_mask(words)
+    run(c, "no")
+    assert c.is_finished()
+    assert not twin_before.is_finished() and not twin_before.fill_mask(words)
+
+
+def test_mask_sets_disallowed_tokens_to_minus_inf_and_pads_a_larger_vocab():
+    words = mask_words(40)
+    words[0] = 0b1010  # tokens 1 and 3
+    words[1] = 1  # token 32
+    logits = mx.zeros((1, 48))
+    out = np.array(apply_bitmask(logits, words)[0])
+    assert [i for i in range(48) if np.isfinite(out[i])] == [1, 3, 32]
+
+
+def test_guide_observes_each_token_once(tokenizer):
+    cache = GrammarCache(lambda: tokenizer)
+    grammar = from_request({"guided_regex": "ab+"}, JsonStyle()).grammar
+    guide = Guide(GrammarConstraint(cache.matcher(grammar)), VOCAB)
+    sample = guide.sampler(lambda lp: mx.argmax(lp, axis=-1))
+    logits = mx.zeros((1, VOCAB)).at[:, ids("b")[0]].add(1.0)  # "b" over EOS where both fit
+    for expected in "abb":
+        masked = guide(mx.array([]), logits)
+        token = sample(masked)
+        assert int(token.item()) == ids(expected)[0]
+    guide.observe(2, ids("b")[0])  # the sequence's own accounting of the last token...
+    guide(mx.array([]), logits)  # ...then the processor's: counted once
+    assert guide.consumed == 3 and guide.error() is None
