@@ -54,11 +54,11 @@ def checkpoint_miss(shared: int, nearest: int | None, prompt_len: int) -> str:
             f"the checkpoint at token {nearest} covers the whole {prompt_len}-token prompt "
             "(one token must be left to decode)"
         )
-    past = f" (the nearest is at token {nearest})" if nearest is not None else ""
+    past = f", the nearest is at token {nearest}" if nearest is not None else ""
     return f"no checkpoint within the {shared} tokens shared with a cached prompt{past}"
 
 
 def only_at_checkpoints(reason: str, cache_classes: Iterable[str]) -> str:
     """A checkpoint miss, with the cache kinds that forbid cutting a state to a prefix."""
     kinds = ", ".join(sorted(set(cache_classes))) or "these"
-    return f"{reason}: {kinds} caches resume only at a stored checkpoint"
+    return f"{reason}; {kinds} caches resume only at a stored checkpoint"

@@ -238,7 +238,7 @@ def test_checkpoint_segments_match_only_at_their_end() -> None:
     none = index.match_prefix([1, 2, 99])
     assert (none.length, none.reason) == (
         0,
-        "no checkpoint within the 2 tokens shared with a cached prompt (the nearest is at token 4)",
+        "no checkpoint within the 2 tokens shared with a cached prompt, the nearest is at token 4",
     )
     whole = index.match_prefix(tokens[:4])
     assert whole.reason == (
