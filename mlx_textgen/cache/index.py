@@ -29,6 +29,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, NamedTuple
 
+from mlx_textgen.cache import reasons
 from mlx_textgen.cache.eviction import EvictionMixin
 from mlx_textgen.cache.node import Node, common_prefix, segment_key
 
@@ -45,8 +46,9 @@ class Match:
     ``nodes``: the segments whose blobs to load, root first (one node in a checkpoint
     tree). ``length``: query tokens they cover. ``partial``: tokens of the last node used
     (less than its length only when a trimmable segment is cut). ``diverged_at``: where the
-    query left the deepest cached path, if it did. ``reason``: "hit", "no entry",
-    "divergence at token N" or "cache type not reusable there".
+    query left the deepest cached path, if it did. ``reason``: why, in the words of
+    ``reasons`` ("hit", "no entry", "divergence at token N", or for checkpoints where the
+    match had to stop).
     """
 
     nodes: list[Node] = field(default_factory=list)
@@ -115,23 +117,28 @@ class PrefixIndex(EvictionMixin, RestoreMixin):
         query = tuple(tokens)
         walk = self._walk(query)
         cap = len(query) - 1
-        not_reusable = False
         if self._trimmable is False:
             nodes, length = _deepest_checkpoint(walk, cap)
-            overlap = walk.path[-1].end if walk.path else 0
-            not_reusable = walk.partial_len > 0 or overlap > length
         else:
             nodes, length = _stored_chain(walk, cap)
         match = Match(nodes, length, length - nodes[-1].start if nodes else 0, walk.diverged_at)
-        if not_reusable:
-            match.reason = "cache type not reusable there"
-        elif length == 0:
-            match.reason = "no entry"
-        elif walk.diverged_at is not None:
-            match.reason = f"divergence at token {walk.diverged_at}"
-        else:
-            match.reason = "hit"
+        match.reason = self._reason(walk, length, len(query))
         return match
+
+    def _reason(self, walk: _Walk, length: int, prompt_len: int) -> str:
+        """What ``match_prefix`` says about its match (see ``reasons``)."""
+        if not self._root.children:
+            return reasons.NO_ENTRY
+        if self._trimmable is False:
+            shared = _shared(walk)
+            if length > 0:
+                return reasons.checkpoint_hit(length, shared, walk.diverged_at)
+            return reasons.checkpoint_miss(
+                shared, _nearest_stored(walk, self._root, prompt_len - 1), prompt_len
+            )
+        if length == 0:
+            return reasons.trimmable_miss(_shared(walk), prompt_len)
+        return reasons.divergence(walk.diverged_at) if walk.diverged_at is not None else reasons.HIT
 
     def _walk(self, query: tuple[int, ...]) -> _Walk:
         node, pos, path = self._root, 0, []
@@ -326,6 +333,30 @@ def _stored_chain(walk: _Walk, cap: int) -> tuple[list[Node], int]:
         nodes.append(node)
         length = min(node.start + reach, cap)
     return nodes, length
+
+
+def _shared(walk: _Walk) -> int:
+    """Query tokens that agree with a cached path, stored or not."""
+    if walk.partial is not None:
+        return walk.partial.start + walk.partial_len
+    return walk.path[-1].end if walk.path else 0
+
+
+def _nearest_stored(walk: _Walk, root: Node, cap: int) -> int | None:
+    """End of the shallowest stored checkpoint past the cap or the shared tokens."""
+    for node in walk.path:
+        if node.stored and node.end > cap:
+            return node.end
+    below = walk.partial if walk.partial is not None else (walk.path[-1] if walk.path else root)
+    stack = [below] if below is walk.partial else list(below.children.values())
+    best: int | None = None
+    while stack:
+        node = stack.pop()
+        if node.stored:
+            best = node.end if best is None else min(best, node.end)
+        else:
+            stack.extend(node.children.values())
+    return best
 
 
 def _deepest_checkpoint(walk: _Walk, cap: int) -> tuple[list[Node], int]:

@@ -27,14 +27,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from mlx_textgen import backend
+from mlx_textgen.cache import reasons
 from mlx_textgen.cache import segments as seg
+from mlx_textgen.cache.budgeted import BudgetedStore
 from mlx_textgen.cache.fingerprint import model_fingerprint
 from mlx_textgen.cache.index import IndexRegistry, Match, Node, PrefixIndex
 from mlx_textgen.cache.segments import Segment
-from mlx_textgen.cache.store import DiskStore, SegmentRecord, check_fingerprint
+from mlx_textgen.cache.store import SegmentRecord, check_fingerprint
 from mlx_textgen.cache.writer import DiskWriter
 
 log = logging.getLogger("mlx_textgen.cache")
@@ -72,47 +72,13 @@ class _Pin:
     released: bool = False
 
 
-class _BudgetedStore(DiskStore):
-    """The store as the writer thread sees it: every put replaces, then the budget holds.
-
-    A key names a prefix, not a span: when the index splits a segment the lower part keeps
-    its key with fewer tokens, so a put must replace the file rather than keep it. Budget
-    evictions are reported to the MLX thread through ``events``.
-    """
-
-    def __init__(self, root: Path, budget_bytes: int, events: queue.SimpleQueue) -> None:
-        super().__init__(root, budget_bytes)
-        self.protected: frozenset[str] = frozenset()  # pinned keys; swapped whole by the MLX thread
-        self._events = events
-        self._total: int | None = None  # estimate of the bytes on disk; exact after a scan
-
-    def put(
-        self,
-        record: SegmentRecord,
-        arrays: dict[str, np.ndarray],
-        dtypes: dict[str, str],
-        meta: dict[str, str] | None = None,
-    ) -> int:
-        self.delete(record.fingerprint, record.key)
-        size = super().put(record, arrays, dtypes, meta)
-        self._total = self.nbytes() if self._total is None else self._total + size
-        if self._total > self.budget_bytes:
-            # The new file is newest, so it goes last anyway; protecting it keeps its
-            # "written" report from arriving after an "evicted" one for the same key.
-            removed = self.enforce_budget(self.protected | {record.key})
-            self._total = self.nbytes()
-            for fingerprint, key in removed:
-                self._events.put(("evicted", fingerprint, key, 0))
-        return size
-
-
 class PromptCacheManager:
     """Longest-prefix reuse of prompt KV across requests and restarts, per model fingerprint."""
 
     def __init__(self, options: CacheOptions) -> None:
         self.options = options
         self._events: queue.SimpleQueue[tuple[str, str, str, int | None]] = queue.SimpleQueue()
-        self._store = _BudgetedStore(Path(options.root), options.disk_budget_bytes, self._events)
+        self._store = BudgetedStore(Path(options.root), options.disk_budget_bytes, self._events)
         self._writer = DiskWriter(self._store)
         self._indexes = IndexRegistry(clock=time.time)  # wall clock: last_use goes to the API
         self._ram: dict[tuple[str, str], Segment] = {}
@@ -139,14 +105,14 @@ class PromptCacheManager:
         self._sync()
         cache = backend.make_prompt_cache(model)
         if self._disabled:
-            return Lookup(cache, 0, "cache disabled")
+            return Lookup(cache, 0, reasons.DISABLED)
         index = self._index(fingerprint, seg.is_trimmable(cache))
         self._active[fingerprint] = time.time()
         note = ""
         for _ in range(_MAX_FALLBACKS):
             match = index.match_prefix(tokens)
             if not match.nodes:
-                return Lookup(cache, 0, note + self._miss_reason(fingerprint, index, match))
+                return Lookup(cache, 0, note + self._miss_reason(fingerprint, index, match, cache))
             index.inc_lock_ref(match.nodes)
             self._refresh_protected()  # so that the disk budget leaves these files alone
             failed = self._restore(fingerprint, index, match, cache, room=len(tokens) - match.length)
@@ -227,13 +193,17 @@ class PromptCacheManager:
         node.nbytes_ram, node.on_disk, node.nbytes_disk = 0, False, 0
         self._free(fingerprint, [node, *index.prune()])
 
-    def _miss_reason(self, fingerprint: str, index: PrefixIndex, match: Match) -> str:
-        if match.reason != "no entry" or len(index) > 0:
+    def _miss_reason(
+        self, fingerprint: str, index: PrefixIndex, match: Match, cache: list[Any]
+    ) -> str:
+        if index.trimmable is False and match.reason not in (reasons.NO_ENTRY, reasons.divergence(0)):
+            return reasons.only_at_checkpoints(match.reason, seg.uncuttable_classes(cache))
+        if match.reason != reasons.NO_ENTRY or len(index) > 0:
             return match.reason
         name = fingerprint.rpartition("-")[0]
         others = set(self._indexes.fingerprints()) | set(self._disk_fingerprints())
         if name and any(fp != fingerprint and fp.rpartition("-")[0] == name for fp in others):
-            return "model changed"
+            return reasons.MODEL_CHANGED
         return match.reason
 
     def release(self, pinned: list[Any]) -> None:

@@ -62,6 +62,11 @@ def is_trimmable(cache: Sequence[Any]) -> bool:
     return bool(cache) and all(type(c) is KVCache for c in cache)
 
 
+def uncuttable_classes(cache: Sequence[Any]) -> list[str]:
+    """Names of the cache classes that make a model's caches checkpoints (see ``is_trimmable``)."""
+    return sorted({type(c).__name__ for c in cache if type(c) is not KVCache})
+
+
 def cache_length(cache: Sequence[Any]) -> int | None:
     """Tokens the caches hold, where some layer counts them (state caches do not)."""
     for c in cache:

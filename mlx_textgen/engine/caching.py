@@ -23,6 +23,7 @@ from typing import Any
 from mlx_textgen.cache import segments as seg
 from mlx_textgen.cache.manager import CacheOptions, PromptCacheManager
 from mlx_textgen.cache.node import common_prefix
+from mlx_textgen.engine.prefill import Checkpoints
 from mlx_textgen.models.loader import ModelInfo
 
 log = logging.getLogger("mlx_textgen.cache")
@@ -30,12 +31,13 @@ log = logging.getLogger("mlx_textgen.cache")
 
 @dataclass
 class Start:
-    """Where a prompt's prefill starts."""
+    """Where a prompt's prefill starts, and where it must stop to store a checkpoint."""
 
     cache: list[Any]
     cached_tokens: int
     reason: str
     pinned: list[Any] = field(default_factory=list)
+    checkpoints: Checkpoints | None = None  # None: prefill may run through
 
 
 @dataclass
@@ -83,12 +85,23 @@ class EngineCache:
             self._fingerprints[info.name] = PromptCacheManager.fingerprint(info.model_dir, extra, name=info.name)
         return self._fingerprints[info.name]
 
-    def start(self, info: ModelInfo, model: Any, prompt: list[int], fresh: list[Any]) -> Start:
+    def start(
+        self, info: ModelInfo, model: Any, prompt: list[int], fresh: list[Any],
+        boundaries: tuple[int, ...] = (),
+    ) -> Start:
+        """The longest cached prefix of `prompt`, and for a cache that can't be cut to a
+        prefix, the `boundaries` past it where prefill must stop to store its state."""
         fp = self.fingerprint(info)
         if fp is None or self.manager is None:
             return Start(fresh, 0, "cache disabled")
         hit = self.manager.lookup(fp, model, prompt)
-        return Start(hit.cache, hit.cached_tokens, hit.reason, hit.pinned)
+        start = Start(hit.cache, hit.cached_tokens, hit.reason, hit.pinned)
+        if not seg.is_trimmable(hit.cache):
+            least = max(self.manager.options.min_tokens, hit.cached_tokens + 1)
+            stops = tuple(sorted({b for b in boundaries if least <= b < len(prompt) - 1}))
+            if stops:
+                start.checkpoints = Checkpoints(stops, lambda t, c: self.commit(info, t, c, [len(t)]))
+        return start
 
     def commit(self, info: ModelInfo, tokens: list[int], cache: list[Any], boundaries: list[int]) -> None:
         fp = self.fingerprint(info)

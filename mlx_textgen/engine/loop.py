@@ -263,12 +263,13 @@ class EngineLoop:
         assert loaded is not None
         prompt = group[0].prompt_ids
         self._cache.commit_reused(prompt)
-        start = self._cache.start(loaded.info, loaded.model, prompt, loaded.new_cache())
+        start = self._cache.start(loaded.info, loaded.model, prompt, loaded.new_cache(), group[0].boundaries)
         busy = self._by_uid or self._solo is not None or self._prefill or self._more_to_admit(group)
-        if len(group) == 1 and start.cached_tokens == 0 and busy and not group[0].prefill_only:
+        solo_prefill = group[0].prefill_only or start.checkpoints is not None  # checkpoints: see prefill.py
+        if len(group) == 1 and start.cached_tokens == 0 and busy and not solo_prefill:
             self._start_batched_prefill(group[0], start.reason)
             return
-        job = PrefillJob(group, start.cache, start.cached_tokens)
+        job = PrefillJob(group, start.cache, start.cached_tokens, start.checkpoints)
         job.pinned = start.pinned
         self.stats["prompt_tokens"] += len(job.prompt)
         self.stats["cached_tokens"] += job.cached_tokens

@@ -35,6 +35,9 @@ class ModelInfo:
     float_weights: bool
     generation_defaults: dict[str, float | int] = field(default_factory=dict)
     created: int = field(default_factory=lambda: int(time.time()))
+    # The preset of the model's architecture family, when it carries no template itself.
+    family_template: str | None = None
+    template_stop_words: tuple[str, ...] = ()  # a preset's end of turn that is no one token
 
     @property
     def hf_tokenizer(self) -> Any:
@@ -51,11 +54,17 @@ class ModelInfo:
 
     @property
     def chat_template(self) -> str | None:
-        return getattr(self.hf_tokenizer, "chat_template", None)
+        """The model's own chat template, else its architecture family's preset."""
+        own = getattr(self.hf_tokenizer, "chat_template", None)
+        if own or self.family_template is None:
+            return own
+        from mlx_textgen.chat.templates import load_preset
+
+        return load_preset(self.family_template)
 
     @property
     def extra_stop_words(self) -> tuple[str, ...]:
-        return tuple(self.config.extra_stop_words or ())
+        return tuple(self.config.extra_stop_words or ()) + self.template_stop_words
 
 
 def on_cpu() -> bool:
@@ -124,16 +133,52 @@ def prepare(mc: ModelConfig, *, cache_root: Path, cpu_weights: str = "float") ->
         tok_dir, dict(mc.tokenizer_kwargs), eos_token_ids=sorted(eos) or None
     )
     eos |= set(tokenizer.eos_token_ids)
+    name = mc.resolved_name()
+    family, preset = _template_choice(mc, name, config, tokenizer._tokenizer)
+    stop_words: tuple[str, ...] = ()
+    if preset is not None:
+        end_ids, stop_words = _end_of_turn(preset, tokenizer._tokenizer)
+        eos |= end_ids
     return ModelInfo(
         config=mc,
-        name=mc.resolved_name(),
+        name=name,
         model_dir=model_dir,
         tokenizer=tokenizer,
         context_length=context_length(config, tokenizer),
         eos_token_ids=frozenset(eos),
         float_weights=float_weights,
         generation_defaults=generation_defaults(model_dir),
+        family_template=family,
+        template_stop_words=stop_words,
     )
+
+
+def _template_choice(
+    mc: ModelConfig, name: str, config: dict, hf: Any
+) -> tuple[str | None, str | None]:
+    """``(family preset if the model has no template, preset rendering will use)``; logged."""
+    own = bool(getattr(hf, "chat_template", None))
+    family = None
+    if not own:
+        from mlx_textgen.models.chat_family import family_preset
+
+        family, why = family_preset(config.get("model_type"), hf.get_vocab())
+        log.info("model %s carries no chat template: using the %s preset (%s)", name, family, why)
+    if mc.default_template:
+        log.info("model %s: chat template preset %s (default_template)", name, mc.default_template)
+        return family, mc.default_template
+    return family, family
+
+
+def _end_of_turn(preset: str, hf: Any) -> tuple[set[int], tuple[str, ...]]:
+    """What ends a turn in ``preset``: a token id to stop on, else a stop string."""
+    from mlx_textgen.chat.templates import preset_end_of_turn
+
+    text = preset_end_of_turn(preset)
+    if text is None:
+        return set(), ()  # the tokenizer's eos, already a stop
+    ids = hf.encode(text, add_special_tokens=False)
+    return (set(ids), ()) if len(ids) == 1 else (set(), (text,))
 
 
 def load_weights(info: ModelInfo) -> nn.Module:

@@ -148,7 +148,7 @@ def test_hit_equals_cold_prefill(smol, tmp_path):
     assert found.cached_tokens == PROMPT - 1  # the last token is left for the first decode step
     assert found.cache[0].offset == PROMPT - 1
     mgr.release(found.pinned)
-    assert mgr.lookup(fp, model, tokens(30, seed=7)).reason == "no entry"
+    assert mgr.lookup(fp, model, tokens(30, seed=7)).reason == "divergence at token 0"
     mgr.close()
 
 
@@ -261,7 +261,11 @@ def test_sliding_window_checkpoint_is_exact(gemma, tmp_path):
     assert_hit_is_exact(gemma, mgr, fp, base, 30)
     forked = base[:25] + tokens(10, seed=62, vocab=256)
     found = mgr.lookup(fp, gemma, forked)
-    assert (found.cached_tokens, found.reason) == (0, "cache type not reusable there")
+    assert found.cached_tokens == 0
+    assert found.reason == (
+        "no checkpoint within the 25 tokens shared with a cached prompt, the nearest is at "
+        "token 30; RotatingKVCache caches resume only at a stored checkpoint"
+    )
     mgr.close()
 
     again = manager(tmp_path)  # from disk after a restart
@@ -329,7 +333,7 @@ def test_max_entries_and_replacement_free_both_tiers(llama, tmp_path):
     assert [e["tokens"] for e in mgr.entries()] == [12]
     assert len(list((tmp_path / LLAMA_FP).rglob("*.safetensors"))) == 1
     assert list(mgr._ram) == [(LLAMA_FP, mgr.entries()[0]["key"])]
-    assert mgr.lookup(LLAMA_FP, llama, a).reason == "no entry"
+    assert mgr.lookup(LLAMA_FP, llama, a).reason == "divergence at token 0"  # a was evicted
 
     # A regenerated answer that differs only at its end replaces the old one.
     mgr = manager(tmp_path / "replace", replace_threshold=0.9)

@@ -110,7 +110,8 @@ def test_no_entry() -> None:
     assert index.match_prefix([1, 2, 3]).reason == "no entry"
     store(index.insert([1, 2, 3], [3], trimmable=True))
     miss = index.match_prefix([9, 2, 3])
-    assert (miss.length, miss.nodes, miss.reason, miss.diverged_at) == (0, [], "no entry", 0)
+    assert (miss.length, miss.nodes, miss.diverged_at) == (0, [], 0)
+    assert miss.reason == "divergence at token 0"  # entries exist: none starts like this
 
 
 def test_match_is_capped_at_len_minus_one() -> None:
@@ -221,7 +222,8 @@ def test_checkpoint_segments_match_only_at_their_end() -> None:
 
     inside = index.match_prefix(tokens[:8] + [99])
     assert (inside.nodes, inside.length, inside.partial) == ([first], 4, 4)
-    assert (inside.diverged_at, inside.reason) == (8, "cache type not reusable there")
+    assert inside.diverged_at == 8
+    assert inside.reason == "divergence at token 8; resumed at the checkpoint at token 4"
 
     beyond = index.match_prefix(tokens + [11])
     assert (beyond.nodes, beyond.length, beyond.reason) == ([second], 10, "hit")
@@ -230,11 +232,19 @@ def test_checkpoint_segments_match_only_at_their_end() -> None:
     assert (exact.nodes, exact.length, exact.reason) == (
         [first],
         4,
-        "cache type not reusable there",
+        "10 tokens shared; resumed at the checkpoint at token 4",
     )
 
     none = index.match_prefix([1, 2, 99])
-    assert (none.length, none.reason) == (0, "cache type not reusable there")
+    assert (none.length, none.reason) == (
+        0,
+        "no checkpoint within the 2 tokens shared with a cached prompt, the nearest is at token 4",
+    )
+    whole = index.match_prefix(tokens[:4])
+    assert whole.reason == (
+        "the checkpoint at token 4 covers the whole 4-token prompt (one token must be left to decode)"
+    )
+    assert index.match_prefix([50, 1]).reason == "divergence at token 0"
 
 
 def test_checkpoint_split_keeps_the_lower_blob() -> None:

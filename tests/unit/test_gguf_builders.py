@@ -20,6 +20,8 @@ from mlx_textgen.models.gguf_arch import permute_rows
 
 HIDDEN, FFN, HEADS, KV_HEADS = 256, 512, 4, 2
 EOS_TEXT = "<|endoftext|>"
+# Gemma's special tokens, for a vocabulary that renders its turn format as single tokens.
+GEMMA_SPECIALS = ("<bos>", "<eos>", "<start_of_turn>", "<end_of_turn>")
 CHAT_TEMPLATE = "{% for m in messages %}{{ m['content'] }}{{ eos_token }}{% endfor %}"
 
 ARCHS: dict[str, dict[str, Any]] = {
@@ -48,8 +50,9 @@ class TinyModel:
     vocab: list[str]
 
 
-def byte_level_vocab() -> tuple[list[str], list[str]]:
-    """A tiny GPT-2 style vocab: the 256 byte symbols, a few merges, one control token."""
+def byte_level_vocab(specials: tuple[str, ...] = ()) -> tuple[list[str], list[str]]:
+    """A tiny GPT-2 style vocab: the 256 byte symbols, a few merges, control tokens
+    (``EOS_TEXT``, then ``specials``)."""
     bs = list(range(ord("!"), ord("~") + 1)) + list(range(0xA1, 0xAD)) + list(range(0xAE, 0x100))
     cs, n = bs[:], 0
     for b in range(256):
@@ -59,7 +62,7 @@ def byte_level_vocab() -> tuple[list[str], list[str]]:
             n += 1
     tokens = [chr(c) for c in cs]
     merges = ["Ġ t", "h e", "Ġt he", "i n", "Ġ a"]
-    tokens += ["Ġt", "he", "Ġthe", "in", "Ġa", EOS_TEXT]
+    tokens += ["Ġt", "he", "Ġthe", "in", "Ġa", EOS_TEXT, *specials]
     return tokens, merges
 
 
@@ -71,20 +74,28 @@ def write_tiny_model(
     seed: int = 0,
     sliding_window: int | None = None,
     rope_freqs: np.ndarray | None = None,
+    chat_template: str | None = CHAT_TEMPLATE,
+    specials: tuple[str, ...] = (),
+    shape: dict[str, int] | None = None,
+    name: str | None = None,
 ) -> TinyModel:
-    """Write `<directory>/<arch>.gguf`; `qtypes` maps GGUF tensor names to quant types.
+    """Write `<directory>/<name or arch>.gguf`; `qtypes` maps GGUF tensor names to quant types.
 
     `rope_freqs` adds llama.cpp's per-dimension rope divisors (hf_config is not updated).
+    `chat_template=None` leaves the template out; `specials` adds control tokens (with
+    "<bos>"/"<eos>" among them, those are the file's BOS and EOS); `shape` overrides
+    hf_config's sizes (hidden_size, num_hidden_layers, head_dim, ...).
     """
     spec = ARCHS[arch]
     rng = np.random.default_rng(seed)
-    tokens, merges = byte_level_vocab()
-    config = hf_config(arch, len(tokens), sliding_window)
+    tokens, merges = byte_level_vocab(specials)
+    config = {**hf_config(arch, len(tokens), sliding_window), **(shape or {})}
+    spec = {**spec, "head_dim": config["head_dim"], "layers": config["num_hidden_layers"]}
     weights = random_hf_weights(spec, config, rng)
-    path = directory / f"{arch}.gguf"
+    path = directory / f"{name or arch}.gguf"
     writer = gguf.GGUFWriter(str(path), arch)
     _write_hparams(writer, arch, config)
-    _write_vocab(writer, tokens, merges)
+    _write_vocab(writer, tokens, merges, chat_template)
     for gguf_name, array in to_gguf_tensors(arch, weights, config).items():
         _add_tensor(writer, gguf_name, array, (qtypes or {}).get(gguf_name, Q.F32), rng)
     if rope_freqs is not None:  # llama.cpp's form of Llama 3 rope scaling
@@ -133,25 +144,27 @@ def random_hf_weights(
         return (base + 0.1 * rng.standard_normal(n)).astype(np.float32)
 
     hd, vocab = spec["head_dim"], config["vocab_size"]
-    w = {"model.embed_tokens.weight": mat(vocab, HIDDEN), "model.norm.weight": norm(HIDDEN)}
+    hidden, ffn = config["hidden_size"], config["intermediate_size"]
+    heads, kv_heads = config["num_attention_heads"], config["num_key_value_heads"]
+    w = {"model.embed_tokens.weight": mat(vocab, hidden), "model.norm.weight": norm(hidden)}
     if not spec["tied"]:
-        w["lm_head.weight"] = mat(vocab, HIDDEN)
+        w["lm_head.weight"] = mat(vocab, hidden)
     norms = ["input_layernorm", "post_attention_layernorm"]
     if spec.get("gemma"):
         norms += ["pre_feedforward_layernorm", "post_feedforward_layernorm"]
     for i in range(spec["layers"]):
         p = f"model.layers.{i}."
         shapes = {
-            "self_attn.q_proj": (HEADS * hd, HIDDEN),
-            "self_attn.k_proj": (KV_HEADS * hd, HIDDEN),
-            "self_attn.v_proj": (KV_HEADS * hd, HIDDEN),
-            "self_attn.o_proj": (HIDDEN, HEADS * hd),
-            "mlp.gate_proj": (FFN, HIDDEN),
-            "mlp.up_proj": (FFN, HIDDEN),
-            "mlp.down_proj": (HIDDEN, FFN),
+            "self_attn.q_proj": (heads * hd, hidden),
+            "self_attn.k_proj": (kv_heads * hd, hidden),
+            "self_attn.v_proj": (kv_heads * hd, hidden),
+            "self_attn.o_proj": (hidden, heads * hd),
+            "mlp.gate_proj": (ffn, hidden),
+            "mlp.up_proj": (ffn, hidden),
+            "mlp.down_proj": (hidden, ffn),
         }
         w.update({f"{p}{name}.weight": mat(*shape) for name, shape in shapes.items()})
-        w.update({f"{p}{name}.weight": norm(HIDDEN) for name in norms})
+        w.update({f"{p}{name}.weight": norm(hidden) for name in norms})
         if spec.get("qkv_bias"):
             for proj in ("q", "k", "v"):
                 rows = shapes[f"self_attn.{proj}_proj"][0]
@@ -234,16 +247,21 @@ def _write_hparams(w: gguf.GGUFWriter, arch: str, c: dict[str, Any]) -> None:
         w.add_final_logit_softcapping(c["final_logit_softcapping"])
 
 
-def _write_vocab(w: gguf.GGUFWriter, tokens: list[str], merges: list[str]) -> None:
+def _write_vocab(
+    w: gguf.GGUFWriter, tokens: list[str], merges: list[str], chat_template: str | None
+) -> None:
     w.add_tokenizer_model("gpt2")
     w.add_tokenizer_pre("default")
     w.add_token_list(tokens)
-    w.add_token_types([3 if t == EOS_TEXT else 1 for t in tokens])
+    first_special = tokens.index(EOS_TEXT)
+    w.add_token_types([3 if i >= first_special else 1 for i in range(len(tokens))])
     w.add_token_merges(merges)
-    w.add_bos_token_id(tokens.index(EOS_TEXT))
-    w.add_eos_token_id(tokens.index(EOS_TEXT))
+    bos = "<bos>" if "<bos>" in tokens else EOS_TEXT
+    w.add_bos_token_id(tokens.index(bos))
+    w.add_eos_token_id(tokens.index("<eos>" if "<eos>" in tokens else EOS_TEXT))
     w.add_add_bos_token(False)
-    w.add_chat_template(CHAT_TEMPLATE)
+    if chat_template is not None:
+        w.add_chat_template(chat_template)
 
 
 def _add_tensor(
@@ -296,3 +314,14 @@ def _value_type(value: Any) -> gguf.GGUFValueType:
     if isinstance(value, str):
         return gguf.GGUFValueType.STRING
     return gguf.GGUFValueType.ARRAY
+
+
+def write_tiny_gemma3(directory: Path, *, window: int = 16, **shape: int) -> Path:
+    """A random Gemma 3 GGUF with Gemma's special tokens and NO chat template: the sliding
+    window (``window`` tokens) is shorter than the test prompts, so its caches can't be cut."""
+    size = {"hidden_size": 64, "intermediate_size": 128, "head_dim": 32, "num_attention_heads": 2,
+            "num_key_value_heads": 1, "max_position_embeddings": 4096, **shape}  # fmt: skip
+    return write_tiny_model(
+        directory, "gemma3", seed=11, sliding_window=window, chat_template=None,
+        specials=GEMMA_SPECIALS, shape=size, name="gemma3-no-template",
+    ).path  # fmt: skip

@@ -11,6 +11,7 @@ from mlx_textgen.api.errors import bad_request
 from mlx_textgen.api.generation import ChoiceState
 from mlx_textgen.api.protocol import ChatCompletionRequest, ChatMessage
 from mlx_textgen.api.routes.common import budget_tokens, resolve_model, run
+from mlx_textgen.chat.boundaries import message_boundaries
 from mlx_textgen.engine.request import RequestOutput, TokenLogprob
 
 router = APIRouter()
@@ -115,31 +116,15 @@ def _render_text(info: Any, body: ChatCompletionRequest, messages: list[dict[str
         raise bad_request(f"chat template failed: {exc}", "messages") from None
 
 
-def _boundary(info: Any, body: ChatCompletionRequest, messages: list[dict[str, Any]], ids: list[int]) -> int | None:
-    """Where `messages` (a prefix of the conversation) ends in the prompt's token ids."""
-    try:
-        prefix = info.hf_tokenizer.encode(_render_text(info, body, messages, False), add_special_tokens=False)
-    except Exception:  # noqa: BLE001 - a template may refuse a partial conversation; no boundary then
-        return None
-    n = 0
-    for a, b in zip(prefix, ids):
-        if a != b:
-            break
-        n += 1
-    return n or None
-
-
 def _render(info: Any, body: ChatCompletionRequest, conversation: list[ChatMessage]) -> tuple[list[int], tuple[int, ...]]:
     """Prompt token ids, and where the system prompt and the earlier turns end in them
-    (the prompt cache keeps prefixes there, so a new conversation over the same system
-    prompt, or the next turn of this one, reuses them)."""
+    (the prompt cache keeps prefixes there: see mlx_textgen.chat.boundaries)."""
+    def encode(msgs: list[dict[str, Any]], final: bool) -> list[int]:
+        return info.hf_tokenizer.encode(_render_text(info, body, msgs, final), add_special_tokens=False)
+
     messages = normalize_messages(conversation)
-    ids = info.hf_tokenizer.encode(_render_text(info, body, messages, True), add_special_tokens=False)
-    cuts = {len(messages) - 1}
-    if messages[0]["role"] == "system":
-        cuts.add(1)
-    bounds = {_boundary(info, body, messages[:k], ids) for k in sorted(cuts) if 0 < k < len(messages)}
-    return ids, tuple(sorted(b for b in bounds if b and b < len(ids)))
+    ids = encode(messages, True)
+    return ids, message_boundaries(messages, ids, encode)
 
 
 @router.post("/v1/chat/completions")
