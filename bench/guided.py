@@ -1,6 +1,7 @@
 """Structured output's cost: decode speed constrained vs unconstrained, compile time, TTFT.
 
-    python bench/guided.py decode  [--model PATH | --shape 1b] [--levels 1,8] [--tokens 64] [--rounds 3]
+    python bench/guided.py decode  [--model PATH | --shape 1b [--tokenizer DIR]] [--levels 1,8]
+                                   [--tokens 64] [--rounds 3]
     python bench/guided.py compile
     python bench/guided.py ttft    [--requests 8]
 
@@ -65,12 +66,13 @@ def model_config(args):
     from mlx_textgen.models.default import default_model_path
 
     if args.shape:
-        return ModelConfig(str(random_model(args.shape)), model_name="m")
+        return ModelConfig(str(random_model(args.shape, args.tokenizer)), model_name="m")
     return ModelConfig(args.model or default_model_path(), model_name="m")
 
 
-def random_model(shape: str) -> Path:
-    """A random Llama of `shape` (bench/gpu_batching.py's shapes) with SmolLM2's tokenizer."""
+def random_model(shape: str, tokenizer_dir: str | None) -> Path:
+    """A random Llama of `shape` (bench/gpu_batching.py's shapes) with SmolLM2's tokenizer
+    (from `tokenizer_dir`, else imported from the default model's GGUF)."""
     import mlx.core as mx
     from mlx.utils import tree_flatten
     from mlx_lm.models import llama
@@ -83,8 +85,14 @@ def random_model(shape: str) -> Path:
     out = Path(tempfile.gettempdir()) / f"mlx_textgen_guided_{shape}"
     if (out / "config.json").exists():
         return out
-    src = prepare(ModelConfig(default_model_path()), cache_root=Path(tempfile.gettempdir()) / "mlx_textgen_bench")
-    vocab = len(src.hf_tokenizer)
+    if tokenizer_dir:
+        from transformers import AutoTokenizer
+
+        hf = AutoTokenizer.from_pretrained(tokenizer_dir)
+    else:
+        cache = Path(tempfile.gettempdir()) / "mlx_textgen_bench"
+        hf = prepare(ModelConfig(default_model_path()), cache_root=cache).hf_tokenizer
+    vocab = len(hf)
     cfg = dict(model_type="llama", vocab_size=vocab, rms_norm_eps=1e-5, rope_theta=500000.0,
                max_position_embeddings=8192, **SHAPES[shape])
     model = llama.Model(llama.ModelArgs.from_dict(cfg))
@@ -93,7 +101,7 @@ def random_model(shape: str) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     mx.save_safetensors(str(out / "model.safetensors"), dict(tree_flatten(model.parameters())))
     (out / "config.json").write_text(json.dumps(cfg | {"torch_dtype": "bfloat16"}))
-    src.hf_tokenizer.save_pretrained(str(out))
+    hf.save_pretrained(str(out))
     return out
 
 
@@ -212,6 +220,7 @@ def main() -> None:
     ap.add_argument("part", choices=["decode", "compile", "ttft"])
     ap.add_argument("--model")
     ap.add_argument("--shape")
+    ap.add_argument("--tokenizer", help="a tokenizer dir for --shape (default: SmolLM2's)")
     ap.add_argument("--levels", default="1,8")
     ap.add_argument("--tokens", type=int, default=64)
     ap.add_argument("--rounds", type=int, default=3)

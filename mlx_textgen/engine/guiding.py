@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from mlx_textgen.engine.request import SamplingParams
 from mlx_textgen.guided.compiler import GrammarCache, make_tokenizer
-from mlx_textgen.guided.constraint import AfterMarker, Constraint, GrammarConstraint
+from mlx_textgen.guided.constraint import Constraint, GrammarConstraint, Triggered
 from mlx_textgen.guided.mask import Guide
 from mlx_textgen.models.loader import ModelInfo
 
@@ -39,7 +39,10 @@ class Guides:
         """A fresh guide for one sequence of a request, or None if it is unconstrained."""
         if params.grammar is None:
             return None
-        constraint: Constraint = GrammarConstraint(self._cache(info).matcher(params.grammar))
-        if params.grammar_after:
-            constraint = AfterMarker(constraint, params.grammar_after)
+        cache = self._cache(info)
+        constraint: Constraint = GrammarConstraint(cache.matcher(params.grammar))
+        if params.grammar_trigger:
+            constraint = Triggered(
+                constraint, params.grammar_trigger, params.trigger_included, cache.tokenizer
+            )
         return Guide(constraint, vocab_size)

@@ -35,7 +35,10 @@ class SamplingParams:
     logprobs: int | None = None  # None: off; k >= 0: the chosen token plus k alternatives
     skip_special_tokens: bool = True
     grammar: str | None = None  # an llguidance grammar the output must match (see guided/)
-    grammar_after: tuple[int, ...] = ()  # the grammar applies once these tokens were generated
+    # With a trigger the grammar is lazy: it applies once the output contains this text,
+    # matching the trigger itself and what follows (`trigger_included`), or what follows.
+    grammar_trigger: str | None = None
+    trigger_included: bool = False
 
     @property
     def greedy(self) -> bool:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Protocol
 
 import numpy as np
-from llguidance import LLMatcher
+from llguidance import LLMatcher, LLTokenizer
 
 
 class Constraint(Protocol):
@@ -59,15 +59,27 @@ class GrammarConstraint:
         return GrammarConstraint(self._m.deep_copy())
 
 
-class AfterMarker:
-    """`inner` applies only once the output has contained the token sequence `marker`
-    (e.g. the end of a reasoning model's thinking); until then every token is allowed."""
+class Triggered:
+    """`inner` applies once the output contains the text `trigger`; until then every token
+    is allowed (a lazy grammar: a tool call's start marker in `auto` mode, the end of a
+    reasoning model's thinking). With `include`, the grammar matches the trigger itself and
+    what follows it; without, what follows it. The text is matched as bytes, so a trigger
+    split across tokens, or sharing a token with the text around it, is found all the same;
+    the grammar is then fed the trigger's part of those bytes, re-tokenized.
 
-    def __init__(self, inner: Constraint, marker: tuple[int, ...]) -> None:
+    If that text doesn't fit the grammar, the constraint stays off for the rest of the
+    output (the caller then sees plain text, as if nothing had been constrained)."""
+
+    def __init__(
+        self, inner: Constraint, trigger: str, include: bool, tokenizer: LLTokenizer
+    ) -> None:
         self.inner = inner
-        self.marker = marker
-        self._tail: list[int] = []
-        self.active = not marker
+        self.trigger = trigger.encode()
+        self.include = include
+        self._tokenizer = tokenizer
+        self._text = b""
+        self.active = False
+        self.failed = False
 
     def fill_mask(self, words: np.ndarray) -> bool:
         return self.inner.fill_mask(words) if self.active else False
@@ -76,8 +88,20 @@ class AfterMarker:
         if self.active:
             self.inner.accept(token)
             return
-        self._tail = (self._tail + [token])[-len(self.marker) :]
-        self.active = tuple(self._tail) == self.marker
+        if self.failed:
+            return
+        self._text += self._tokenizer.decode_bytes([token])
+        at = self._text.find(self.trigger)
+        if at < 0:
+            self._text = self._text[-(len(self.trigger) - 1) :] if len(self.trigger) > 1 else b""
+            return
+        tail = self._text[at:] if self.include else self._text[at + len(self.trigger) :]
+        for t in self._tokenizer.tokenize_bytes(tail) if tail else ():
+            self.inner.accept(t)
+        if self.inner.error() is not None:
+            self.failed = True  # the model wrote what no grammar of ours allows: leave it be
+        else:
+            self.active = True
 
     def is_finished(self) -> bool:
         return self.active and self.inner.is_finished()
@@ -85,7 +109,7 @@ class AfterMarker:
     def error(self) -> str | None:
         return self.inner.error() if self.active else None
 
-    def fork(self) -> AfterMarker:
-        twin = AfterMarker(self.inner.fork(), self.marker)
-        twin._tail, twin.active = list(self._tail), self.active
+    def fork(self) -> Triggered:
+        twin = Triggered(self.inner.fork(), self.trigger.decode(), self.include, self._tokenizer)
+        twin._text, twin.active, twin.failed = self._text, self.active, self.failed
         return twin

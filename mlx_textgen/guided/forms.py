@@ -193,3 +193,13 @@ def _only(obj: dict[str, Any], allowed: set[str], param: str) -> None:
     extra = sorted(set(obj) - allowed)
     if extra:
         raise ConstraintError(f"unknown field{'s' if len(extra) > 1 else ''}: {', '.join(extra)}", param)
+
+
+def after_whitespace(grammar: str) -> str:
+    """`grammar` with optional leading whitespace: for a constraint that starts after a
+    marker (the end of a reasoning model's thinking), which is often followed by newlines."""
+    # llguidance's grammars are its JSON form, or Lark text (from grammar_from_lark).
+    top = json.loads(grammar) if grammar.lstrip().startswith("{") else {"grammars": [{"lark_grammar": grammar}]}
+    inner = dict(top["grammars"][0], name="after_whitespace_inner")
+    lead = {"lark_grammar": "start: WS? @after_whitespace_inner\nWS: /[ \\t\\r\\n]+/"}
+    return json.dumps({**top, "grammars": [lead, inner, *top["grammars"][1:]]})

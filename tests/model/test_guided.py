@@ -14,7 +14,9 @@ import lark
 import pytest
 
 from mlx_textgen.engine.request import FinishReason, Request, SamplingParams
-from mlx_textgen.guided.forms import JsonStyle, choice_constraint, from_request, grammar_constraint
+from mlx_textgen.guided.forms import (
+    JsonStyle, after_whitespace, choice_constraint, from_request, grammar_constraint,
+)
 from tests.guided_cases import ARITHMETIC_LARK, CHOICES, REGEXES, SCHEMAS
 from tests.model.test_engine_loop import start_loop
 
@@ -124,15 +126,15 @@ def test_max_tokens_cuts_a_constraint_with_length(loop):
 
 
 def test_a_constraint_after_a_marker(loop):
-    """The reasoning hook: unconstrained until the marker token, then the grammar."""
+    """The reasoning hook: unconstrained until the marker text, then the grammar."""
     tok = loop.models["m"].hf_tokenizer
     (marker,) = tok.encode(":", add_special_tokens=False)
     ids = tok.encode("Question: is the sky blue? Answer", add_special_tokens=False)
-    choice = choice_constraint(["yes", "no"], "guided_choice").grammar
+    choice = after_whitespace(choice_constraint(["yes", "no"], "guided_choice").grammar)
     # The bias makes the marker the first token; under the grammar it is masked out again.
-    params = SamplingParams(max_tokens=12, grammar=choice, grammar_after=(marker,),
+    params = SamplingParams(max_tokens=12, grammar=choice, grammar_trigger=":",
                             logit_bias={marker: 100.0})
     text, reason, error = run(loop, [Request("after", ids, params, "m")])["after"]
     assert error is None
-    assert text in (":yes", ":no"), text
+    assert text.startswith(":") and text[1:].strip() in ("yes", "no"), text
     assert reason == FinishReason.STOP

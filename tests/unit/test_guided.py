@@ -12,8 +12,8 @@ from llguidance import LLMatcher, LLTokenizer
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 
 from mlx_textgen.guided.compiler import ConstraintError, GrammarCache
-from mlx_textgen.guided.constraint import AfterMarker, GrammarConstraint, mask_words
-from mlx_textgen.guided.forms import JsonStyle, from_request
+from mlx_textgen.guided.constraint import GrammarConstraint, Triggered, mask_words
+from mlx_textgen.guided.forms import JsonStyle, after_whitespace, from_request
 from mlx_textgen.guided.mask import Guide, apply_bitmask
 
 SCHEMA = {"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]}
@@ -21,12 +21,12 @@ SCHEMA = {"type": "object", "properties": {"a": {"type": "integer"}}, "required"
 
 @pytest.fixture(scope="module")
 def tokenizer(tmp_path_factory) -> LLTokenizer:
-    """A byte-level vocabulary without merges: byte b is token b + 1, EOS is 0."""
+    """A byte-level vocabulary: byte b is token b + 1, EOS is 0, and one merged token ">x"."""
     chars = pre_tokenizers.ByteLevel.alphabet()
     table = _byte_chars()
     assert set(table) == set(chars)
-    vocab = {"</s>": 0} | {ch: b + 1 for b, ch in enumerate(table)}
-    tok = Tokenizer(models.BPE(vocab, merges=[]))
+    vocab = {"</s>": 0} | {ch: b + 1 for b, ch in enumerate(table)} | {">x": GT_X}
+    tok = Tokenizer(models.BPE(vocab, merges=[(">", "x")]))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
     tok.decoder = decoders.ByteLevel()
     path = tmp_path_factory.mktemp("tok") / "tokenizer.json"
@@ -41,7 +41,8 @@ def _byte_chars() -> list[str]:
     return [chr(b) if b in keep else chr(next(extra)) for b in range(256)]
 
 
-VOCAB = 257
+GT_X = 257  # the token ">x"
+VOCAB = 258
 
 
 def ids(text: str) -> list[int]:
@@ -170,10 +171,10 @@ def test_cached_grammars_compile_once_and_give_independent_matchers(tokenizer):
     assert not b.is_error() and b.consume_token(ids("{")[0])
 
 
-def test_after_marker_switches_the_constraint_on(tokenizer):
+def test_a_trigger_switches_the_constraint_on_after_it(tokenizer):
     cache = GrammarCache(lambda: tokenizer)
-    grammar = from_request({"guided_choice": ["yes", "no"]}, JsonStyle()).grammar
-    c = AfterMarker(GrammarConstraint(cache.matcher(grammar)), tuple(ids("</t>")))
+    grammar = after_whitespace(from_request({"guided_choice": ["yes", "no"]}, JsonStyle()).grammar)
+    c = Triggered(GrammarConstraint(cache.matcher(grammar)), "</t>", False, tokenizer)
     words = mask_words(VOCAB)
     for t in ids("hmm </t"):
         assert not c.fill_mask(words)
@@ -181,9 +182,37 @@ def test_after_marker_switches_the_constraint_on(tokenizer):
     twin_before = c.fork()
     c.accept(ids(">")[0])
     assert c.fill_mask(words)
-    run(c, "no")
+    run(c, "\nno")
     assert c.is_finished()
     assert not twin_before.is_finished() and not twin_before.fill_mask(words)
+
+
+def test_a_trigger_inside_a_token_feeds_the_grammar_its_part(tokenizer):
+    """The grammar matches the marker itself (a tool call's start): a token holding text
+    before the marker and the marker's first bytes is split where the marker starts."""
+    cache = GrammarCache(lambda: tokenizer)
+    grammar = from_request({"guided_regex": r"<call>[a-z]+</call>"}, JsonStyle()).grammar
+    c = Triggered(GrammarConstraint(cache.matcher(grammar)), "<call>", True, tokenizer)
+    fake_token = tokenizer.tokenize_str("ok <ca")  # several byte tokens standing for one
+    for t in fake_token:
+        c.accept(t)
+    assert not c.active
+    for t in ids("ll>ab"):
+        c.accept(t)
+    assert c.active and c.error() is None
+    run(c, "c</call>")
+    assert c.is_finished()
+
+
+def test_a_trigger_followed_by_what_the_grammar_refuses_leaves_the_output_free(tokenizer):
+    cache = GrammarCache(lambda: tokenizer)
+    grammar = from_request({"guided_regex": r"<call>[0-9]+"}, JsonStyle()).grammar
+    c = Triggered(GrammarConstraint(cache.matcher(grammar)), "<call>", True, tokenizer)
+    for t in ids("<call"):
+        c.accept(t)
+    c.accept(GT_X)  # completes the marker and carries an "x" the grammar refuses
+    assert c.failed and not c.active and c.error() is None
+    assert not c.fill_mask(mask_words(VOCAB))
 
 
 def test_mask_sets_disallowed_tokens_to_minus_inf_and_pads_a_larger_vocab():
