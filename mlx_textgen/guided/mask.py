@@ -6,7 +6,8 @@ queues that forward pass, then waits for token t (which the device computes befo
 advances the constraint and computes the mask on the host while the forward runs; only
 the sampling of step t+1 waits for the mask. So a constraint adds no device round trip.
 
-The mask is applied with portable MLX operations (an upload and a where): no backend kernels.
+The mask is applied with portable MLX operations (compiled by MLX into one kernel): no
+backend-specific code.
 """
 
 from __future__ import annotations
@@ -19,15 +20,23 @@ import numpy as np
 from mlx_textgen.guided.constraint import Constraint, mask_words
 
 
+@mx.compile
+def _select(logits: mx.array, words: mx.array) -> mx.array:
+    """One fused kernel: unpack the bitmask and keep the allowed logits (the rest -inf)."""
+    bits = (words[:, None] >> mx.arange(32, dtype=mx.int32)) & 1
+    allowed = bits.reshape(1, -1)[:, : logits.shape[-1]].astype(mx.bool_)
+    return mx.where(allowed, logits, mx.array(-mx.inf, dtype=logits.dtype))
+
+
 def apply_bitmask(logits: mx.array, words: np.ndarray) -> mx.array:
     """`logits` (1, V) with every token whose bit is clear in `words` set to -inf; tokens
-    past the bitmask's end (a model vocabulary larger than the tokenizer's) too. The bits
-    are unpacked on the host (microseconds) so the device sees one upload and one select."""
-    allowed = np.unpackbits(words.view(np.uint8), bitorder="little")
+    past the bitmask's end (a model vocabulary larger than the tokenizer's) too. Only the
+    packed words travel to the device (4 bytes per 32 tokens); unpacking and selecting are
+    one compiled kernel."""
     vocab = logits.shape[-1]
-    if allowed.size < vocab:
-        allowed = np.pad(allowed, (0, vocab - allowed.size))
-    return mx.where(mx.array(allowed[:vocab].view(np.bool_)), logits, -float("inf"))
+    if words.size * 32 < vocab:
+        words = np.pad(words, (0, (vocab + 31) // 32 - words.size))
+    return _select(logits, mx.array(words))
 
 
 class Guide:
