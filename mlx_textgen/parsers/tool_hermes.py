@@ -1,0 +1,42 @@
+"""Hermes / Qwen2.5 / Qwen3: ``<tool_call>{"name": ..., "arguments": {...}}</tool_call>``."""
+
+from __future__ import annotations
+
+from .scan import arguments_object, loads_object
+from .tool_base import ParsedCall, ToolFormat, Tools
+
+START, END = "<tool_call>", "</tool_call>"
+
+
+def tagged_region_end(region: str, end_marker: str) -> int | None:
+    """End of a region closed by ``end_marker`` (searched after the opening marker)."""
+    at = region.find(end_marker, 1)
+    return None if at < 0 else at + len(end_marker)
+
+
+def call_from_object(
+    obj: dict, *, args_keys: tuple[str, ...] = ("arguments", "parameters")
+) -> ParsedCall:
+    """``{"name": str, "arguments"|"parameters": object|JSON string}`` -> (name, arguments)."""
+    name = obj.get("name")
+    if not isinstance(name, str) or not name:
+        raise ValueError("tool call without a name")
+    key = next((k for k in args_keys if k in obj), None)
+    return name, arguments_object(obj.get(key) if key else None)
+
+
+class HermesFormat(ToolFormat):
+    """JSON object between ``<tool_call>`` tags; one call per tag pair."""
+
+    name = "hermes"
+    markers = (START,)
+    start_marker = START
+
+    def region_end(self, region: str) -> int | None:
+        return tagged_region_end(region, END)
+
+    def parse_region(self, region: str, tools: Tools | None) -> list[ParsedCall]:
+        if not region.endswith(END):
+            raise ValueError("unterminated <tool_call>")
+        body = region[len(START) : -len(END)]
+        return [call_from_object(loads_object(body))]
