@@ -18,13 +18,19 @@ _ALNUM = string.ascii_letters + string.digits
 
 
 def prepare_tool_history(
-    messages: list[dict[str, Any]], chat_template: str | None = None, *, dict_arguments: bool = True
+    messages: list[dict[str, Any]],
+    chat_template: str | None = None,
+    *,
+    dict_arguments: bool | None = None,
+    empty_content: str | None = "",
 ) -> list[dict[str, Any]]:
     """A copy of ``messages`` ready for a chat template.
 
-    - ``tool_calls[].function.arguments`` decoded to a dict (``dict_arguments``; text that is not
-      a JSON object is left as sent);
-    - ``content: null`` on an assistant turn with calls becomes "" (templates concatenate it);
+    - ``tool_calls[].function.arguments``: decoded to a dict (``dict_arguments=True``; text that
+      is not a JSON object is left as sent), encoded to a JSON string (False), or as sent (None:
+      ``render_chat`` then tries both shapes);
+    - the ``content`` of an assistant turn with calls, when "" or null, becomes
+      ``empty_content`` (Qwen3's templates need "", DeepSeek-R1's test for null);
     - each ``tool`` turn gets the ``name`` of the call it answers, when it lacks one;
     - call ids become 9-character alphanumeric ids when the template demands them (Mistral).
     """
@@ -34,8 +40,8 @@ def prepare_tool_history(
     for message in messages:
         message = dict(message)
         if message.get("role") == "assistant" and message.get("tool_calls"):
-            if message.get("content") is None:
-                message["content"] = ""
+            if not message.get("content"):
+                message["content"] = empty_content
             message["tool_calls"] = [
                 _prepare_call(call, names, short_ids, dict_arguments)
                 for call in message["tool_calls"]
@@ -49,6 +55,56 @@ def prepare_tool_history(
             message["content"] = _text(message.get("content"))
         out.append(message)
     return out
+
+
+def history_variants(
+    messages: list[dict[str, Any]], chat_template: str | None = None
+) -> list[list[dict[str, Any]]]:
+    """Prepared histories to try in order: empty call content as null (DeepSeek's templates
+    drop the calls of a turn whose content is ""), then as "" (Qwen3's fail on null)."""
+    first = prepare_tool_history(messages, chat_template, empty_content=None)
+    second = prepare_tool_history(messages, chat_template, empty_content="")
+    return [first] if first == second else [first, second]
+
+
+def prepare_tools(tools: list[dict[str, Any]] | None) -> list[dict[str, Any]] | None:
+    """OpenAI ``tools`` as templates read them: every function has a ``description`` and an
+    object ``parameters`` schema with ``properties`` (tools without them are valid requests)."""
+    if tools is None:
+        return None
+    out = []
+    for tool in tools:
+        function = dict(tool.get("function") or {})
+        function.setdefault("description", "")
+        params = dict(function.get("parameters") or {})
+        params.setdefault("type", "object")
+        params.setdefault("properties", {})
+        function["parameters"] = params
+        out.append({**tool, "type": tool.get("type", "function"), "function": function})
+    return out
+
+
+def render_with_tools(
+    messages: list[dict[str, Any]],
+    *,
+    chat_template: str | None,
+    tools: list[dict[str, Any]] | None,
+    **kwargs: Any,
+) -> str:
+    """``render_chat`` of an OpenAI tool conversation: tools and history prepared, and the
+    history variants tried in order until the template renders one."""
+    from .templates import ChatTemplateError, render_chat
+
+    first_error: ChatTemplateError | None = None
+    for variant in history_variants(messages, chat_template):
+        try:
+            return render_chat(
+                variant, chat_template=chat_template, tools=prepare_tools(tools), **kwargs
+            )
+        except ChatTemplateError as exc:
+            first_error = first_error or exc
+    assert first_error is not None
+    raise first_error
 
 
 def short_call_id(call_id: str) -> str:

@@ -7,13 +7,17 @@ import jinja2.ext
 from jinja2 import meta
 
 # First match wins: the more specific markup comes before the generic ``<tool_call>``.
-_TEMPLATE_TOOL_RULES: tuple[tuple[tuple[str, ...], str], ...] = (
+_TEMPLATE_TOOL_RULES: tuple[tuple[tuple[str, ...], str | None], ...] = (
+    # Formats we do not parse, whose markup would otherwise match a generic rule below.
+    (("]<]minimax[>[",), None),  # MiniMax M3's namespaced tags
+    (("<seed:tool_call>",), None),  # ByteDance Seed-OSS
     (("<minimax:tool_call>",), "minimax_m2"),
     (("<|tool_call>", "<tool_call|>"), "gemma4"),
     (("<start_function_call>",), "function_gemma"),
     (("<arg_key>",), "glm4"),
     (("<|tool_calls_section_begin|>",), "kimi_k2"),
     (("to=functions.",), "gpt_oss"),
+    (("<|channel|>", "<|call|>"), "gpt_oss"),
     (("<tool_call>", "<function="), "qwen3_coder"),
     (("[TOOL_CALLS]",), "mistral"),
     (("<|tool_call_start|>",), "pythonic"),
@@ -64,10 +68,30 @@ def detect_reasoning_parser(
     if "[THINK]" in template and "[/THINK]" in template:
         return "mistral"
     if "<think>" in template or {"<think>", "</think>"} <= vocab:
-        return "deepseek_r1" if _generation_opens_think(template) else "qwen3"
+        return "deepseek_r1" if _starts_thinking(template) else "qwen3"
     if "[THINK]" in vocab and "[/THINK]" in vocab:
         return "mistral"
     return None
+
+
+def _starts_thinking(template: str) -> bool:
+    # R1 and its distills think first (older templates leave the <think> to the model); later
+    # DeepSeek templates switch thinking with a `thinking` flag and are handled by rendering.
+    if (
+        "<｜Assistant｜>" in template
+        and "</think>" in template
+        and not _reads(template, "thinking")
+    ):
+        return True
+    return _generation_opens_think(template)
+
+
+def _reads(template: str, name: str) -> bool:
+    env = jinja2.Environment(extensions=[jinja2.ext.loopcontrols, _GenerationTag])
+    try:
+        return name in meta.find_undeclared_variables(env.parse(template))
+    except jinja2.TemplateSyntaxError:
+        return name in template
 
 
 def _generation_opens_think(template: str) -> bool:
@@ -85,13 +109,7 @@ def _generation_opens_think(template: str) -> bool:
 
 def template_supports_tools(chat_template: str | None) -> bool:
     """Whether the template reads a ``tools`` variable (so tools can go through it)."""
-    if not chat_template:
-        return False
-    env = jinja2.Environment(extensions=[jinja2.ext.loopcontrols, _GenerationTag])
-    try:
-        return "tools" in meta.find_undeclared_variables(env.parse(chat_template))
-    except jinja2.TemplateSyntaxError:
-        return "tools" in chat_template
+    return bool(chat_template) and _reads(chat_template, "tools")
 
 
 class _GenerationTag(jinja2.ext.Extension):

@@ -60,3 +60,47 @@ def _text(content: Any) -> str:
     return "\n".join(
         p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text"
     )
+
+
+def hermes_history(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Tool history as plain turns, for templates that know neither ``tool_calls`` nor the
+    ``tool`` role: calls become ``<tool_call>`` text in the assistant turn, results become user
+    turns in ``<tool_response>`` tags (merged with a neighbouring user turn, so roles alternate)."""
+    out: list[dict[str, Any]] = []
+    for message in messages:
+        role = message.get("role")
+        if role == "assistant" and message.get("tool_calls"):
+            parts = [_text(message.get("content"))] if message.get("content") else []
+            parts += [_call_text(call) for call in message["tool_calls"]]
+            out.append({"role": "assistant", "content": "\n".join(parts)})
+        elif role == "tool":
+            body = f"<tool_response>\n{_text(message.get('content'))}\n</tool_response>"
+            _append_user(out, body)
+        elif role == "user":
+            _append_user(out, _text(message.get("content")), message)
+        else:
+            out.append(dict(message))
+    return out
+
+
+def _call_text(call: dict[str, Any]) -> str:
+    function = call.get("function") or {}
+    arguments = function.get("arguments")
+    if isinstance(arguments, str):
+        try:
+            arguments = json.loads(arguments) if arguments.strip() else {}
+        except json.JSONDecodeError:
+            pass  # shown as the client sent it
+    payload = json.dumps({"name": function.get("name"), "arguments": arguments}, ensure_ascii=False)
+    return f"<tool_call>\n{payload}\n</tool_call>"
+
+
+def _append_user(
+    out: list[dict[str, Any]], text: str, original: dict[str, Any] | None = None
+) -> None:
+    if out and out[-1].get("role") == "user" and isinstance(out[-1].get("content"), str):
+        out[-1] = {**out[-1], "content": f"{out[-1]['content']}\n\n{text}"}
+    elif original is not None and not isinstance(original.get("content"), str):
+        out.append(dict(original))  # content parts (images...): leave them as they are
+    else:
+        out.append({"role": "user", "content": text})

@@ -56,9 +56,8 @@ def bracket_end(text: str, start: int, quotes: str = '"') -> int | None:
             quote = ch
         elif ch in _OPEN:
             stack.append(_OPEN[ch])
-        elif ch in ")]}":
-            if not stack or stack.pop() != ch or not stack:
-                return i + 1
+        elif ch in ")]}" and (not stack or stack.pop() != ch or not stack):
+            return i + 1  # closed, or a mismatched bracket that the caller's parse reports
         if not stack and i == start:
             return None if ch in _OPEN else i  # not a bracket at all
     return None
@@ -75,7 +74,7 @@ def loads_object(text: str) -> dict[str, Any]:
     """``json.loads`` that insists on an object (ValueError otherwise)."""
     value = json.loads(text)
     if not isinstance(value, dict):
-        raise ValueError(f"expected a JSON object, got {type(value).__name__}")
+        raise ValueError(f"expected a JSON object, got {type(value).__name__}")  # noqa: TRY004
     return value
 
 
@@ -86,7 +85,7 @@ def arguments_object(value: Any) -> dict[str, Any]:
     if isinstance(value, str):
         return loads_object(value) if value.strip() else {}
     if not isinstance(value, dict):
-        raise ValueError("tool arguments must be an object")
+        raise ValueError("tool arguments must be an object")  # noqa: TRY004
     return value
 
 

@@ -36,7 +36,7 @@ def _literal(node: ast.expr) -> Any:
     if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
         value = _literal(node.operand)
         if not isinstance(value, (int, float)):
-            raise ValueError("sign on a non-number")
+            raise ValueError("sign on a non-number")  # noqa: TRY004 - a parse failure
         return -value if isinstance(node.op, ast.USub) else value
     raise ValueError(f"not a literal: {ast.dump(node)[:60]}")
 
@@ -51,7 +51,7 @@ def _dotted(node: ast.expr) -> str:
 
 def _call(node: ast.expr) -> ParsedCall:
     if not isinstance(node, ast.Call):
-        raise ValueError("list item is not a call")
+        raise ValueError("list item is not a call")  # noqa: TRY004 - a parse failure
     if node.args or any(k.arg is None for k in node.keywords):
         raise ValueError("pythonic calls take keyword arguments only")
     return _dotted(node.func), {k.arg: _literal(k.value) for k in node.keywords}  # type: ignore[misc]

@@ -10,15 +10,15 @@ import pytest
 
 llguidance = pytest.importorskip("llguidance")
 
-from mlx_textgen.parsers import parse_tool_calls  # noqa: E402
-from mlx_textgen.parsers.grammar_core import (  # noqa: E402
+from mlx_textgen.parsers import parse_tool_calls
+from mlx_textgen.parsers.grammar_core import (
     ToolGrammarError,
     arguments_schema,
     tighten_schema,
 )
-from mlx_textgen.parsers.grammars import grammar_error, tool_call_grammar  # noqa: E402
+from mlx_textgen.parsers.grammars import grammar_error, tool_call_grammar
 
-from ._parser_cases import WEATHER_TOOLS  # noqa: E402
+from ._parser_cases import WEATHER_TOOLS
 
 # A correct call of get_weather (city, days) in each format's grammar shape.
 CALLS = {
@@ -39,12 +39,20 @@ CALLS = {
     "gpt_oss": "<|channel|>commentary to=functions.get_weather <|constrain|>json<|message|>"
     '{"city":"Paris","days":3}<|call|>',
 }
-JSON_ARGUMENTS = {"hermes", "llama3_json", "mistral", "kimi_k2", "deepseek_v3", "gpt_oss", "pythonic"}
+JSON_ARGUMENTS = {
+    "hermes",
+    "llama3_json",
+    "mistral",
+    "kimi_k2",
+    "deepseek_v3",
+    "gpt_oss",
+    "pythonic",
+}
 EXPECTED = ("get_weather", {"city": "Paris", "days": 3})
 
 
 @pytest.fixture(scope="module")
-def tokenizer(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
+def tokenizer(tmp_path_factory: pytest.TempPathFactory):
     from mlx_textgen.models.default import DefaultModelMissing, default_model_path
     from mlx_textgen.models.gguf_file import read_gguf
     from mlx_textgen.models.gguf_tokenizer import build_tokenizer_files
@@ -58,7 +66,7 @@ def tokenizer(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
     return llguidance.LLTokenizer(str(path))
 
 
-def _accepts(tokenizer, grammar: str, text: str) -> bool:  # noqa: ANN001
+def _accepts(tokenizer, grammar: str, text: str) -> bool:
     matcher = llguidance.LLMatcher(tokenizer, grammar, log_level=0)
     assert not matcher.is_error(), matcher.get_error()
     ok = matcher.consume_tokens(tokenizer.tokenize_str(text))
@@ -66,7 +74,7 @@ def _accepts(tokenizer, grammar: str, text: str) -> bool:  # noqa: ANN001
 
 
 @pytest.mark.parametrize("fmt", sorted(CALLS))
-def test_required_grammar_accepts_a_call_and_rejects_bad_ones(tokenizer, fmt: str) -> None:  # noqa: ANN001
+def test_required_grammar_accepts_a_call_and_rejects_bad_ones(tokenizer, fmt: str) -> None:
     text = CALLS[fmt]
     grammar = tool_call_grammar(fmt, WEATHER_TOOLS).grammar
     assert llguidance.LLMatcher.validate_grammar(grammar) == ""
@@ -81,7 +89,7 @@ def test_required_grammar_accepts_a_call_and_rejects_bad_ones(tokenizer, fmt: st
 
 
 @pytest.mark.parametrize("fmt", sorted(CALLS))
-def test_auto_grammar_covers_what_follows_the_trigger(tokenizer, fmt: str) -> None:  # noqa: ANN001
+def test_auto_grammar_covers_what_follows_the_trigger(tokenizer, fmt: str) -> None:
     tg = tool_call_grammar(fmt, WEATHER_TOOLS, tool_choice="auto")
     assert tg.trigger and tg.trigger in CALLS[fmt]
     after = CALLS[fmt][CALLS[fmt].index(tg.trigger) + len(tg.trigger) :]
@@ -90,15 +98,17 @@ def test_auto_grammar_covers_what_follows_the_trigger(tokenizer, fmt: str) -> No
 
 
 @pytest.mark.parametrize("fmt", sorted(CALLS))
-def test_named_function_and_parallel_modes(tokenizer, fmt: str) -> None:  # noqa: ANN001
-    named = tool_call_grammar(fmt, WEATHER_TOOLS, tool_choice={"type": "function", "function": {"name": "ping"}})
+def test_named_function_and_parallel_modes(tokenizer, fmt: str) -> None:
+    named = tool_call_grammar(
+        fmt, WEATHER_TOOLS, tool_choice={"type": "function", "function": {"name": "ping"}}
+    )
     assert not _accepts(tokenizer, named.grammar, CALLS[fmt])
     parallel = tool_call_grammar(fmt, WEATHER_TOOLS, parallel_tool_calls=True).grammar
     single = tool_call_grammar(fmt, WEATHER_TOOLS, parallel_tool_calls=False).grammar
     assert parallel != single or fmt == "gpt_oss"
 
 
-def test_two_calls_only_with_parallel(tokenizer) -> None:  # noqa: ANN001
+def test_two_calls_only_with_parallel(tokenizer) -> None:
     two = CALLS["hermes"] + "\n" + CALLS["hermes"].replace("Paris", "Rome")
     assert _accepts(tokenizer, tool_call_grammar("hermes", WEATHER_TOOLS).grammar, two)
     single = tool_call_grammar("hermes", WEATHER_TOOLS, parallel_tool_calls=False).grammar
@@ -108,13 +118,19 @@ def test_two_calls_only_with_parallel(tokenizer) -> None:  # noqa: ANN001
     assert _accepts(tokenizer, tool_call_grammar("pythonic", WEATHER_TOOLS).grammar, py_two)
 
 
-def test_tool_without_parameters_takes_only_empty_object(tokenizer) -> None:  # noqa: ANN001
-    grammar = tool_call_grammar("hermes", WEATHER_TOOLS, tool_choice={"type": "function", "function": {"name": "ping"}}).grammar
-    assert _accepts(tokenizer, grammar, '<tool_call>\n{"name": "ping", "arguments": {}}\n</tool_call>')
-    assert not _accepts(tokenizer, grammar, '<tool_call>\n{"name": "ping", "arguments": {"a":1}}\n</tool_call>')
+def test_tool_without_parameters_takes_only_empty_object(tokenizer) -> None:
+    grammar = tool_call_grammar(
+        "hermes", WEATHER_TOOLS, tool_choice={"type": "function", "function": {"name": "ping"}}
+    ).grammar
+    assert _accepts(
+        tokenizer, grammar, '<tool_call>\n{"name": "ping", "arguments": {}}\n</tool_call>'
+    )
+    assert not _accepts(
+        tokenizer, grammar, '<tool_call>\n{"name": "ping", "arguments": {"a":1}}\n</tool_call>'
+    )
 
 
-def test_optional_arguments_may_be_left_out(tokenizer) -> None:  # noqa: ANN001
+def test_optional_arguments_may_be_left_out(tokenizer) -> None:
     for fmt, text in {
         "qwen3_coder": "<tool_call>\n<function=get_weather>\n<parameter=city>\nParis\n</parameter>\n</function>\n</tool_call>",
         "pythonic": '[get_weather(city="Paris")]',
@@ -124,7 +140,11 @@ def test_optional_arguments_may_be_left_out(tokenizer) -> None:  # noqa: ANN001
 
 
 def test_open_schema_and_strict_are_kept() -> None:
-    open_schema = {"type": "object", "properties": {"a": {"type": "string"}}, "additionalProperties": True}
+    open_schema = {
+        "type": "object",
+        "properties": {"a": {"type": "string"}},
+        "additionalProperties": True,
+    }
     assert tighten_schema(open_schema)["additionalProperties"] is True
     nested = {"type": "object", "properties": {"o": {"type": "object", "properties": {"b": {}}}}}
     tight = tighten_schema(nested)
@@ -133,12 +153,18 @@ def test_open_schema_and_strict_are_kept() -> None:
     assert "additionalProperties" not in nested  # the caller's schema is not changed
     strict = {"name": "s", "strict": True, "parameters": nested}
     assert arguments_schema(strict) == nested
-    assert arguments_schema({"name": "n"}) == {"type": "object", "properties": {}, "additionalProperties": False}
+    assert arguments_schema({"name": "n"}) == {
+        "type": "object",
+        "properties": {},
+        "additionalProperties": False,
+    }
     assert arguments_schema({"name": "n", "parameters": {"type": "object"}})["properties"] == {}
 
 
 def test_special_tokens_become_token_references() -> None:
-    grammar = tool_call_grammar("gpt_oss", WEATHER_TOOLS, special_tokens={"<|call|>", "<|message|>"}).grammar
+    grammar = tool_call_grammar(
+        "gpt_oss", WEATHER_TOOLS, special_tokens={"<|call|>", "<|message|>"}
+    ).grammar
     assert " <|call|>" in grammar and '"<|call|>"' not in grammar
     assert '"<|constrain|>"' in grammar  # not declared special: matched as text
 
@@ -147,7 +173,9 @@ def test_bad_choices_are_errors() -> None:
     with pytest.raises(ToolGrammarError):
         tool_call_grammar("hermes", [])
     with pytest.raises(ToolGrammarError):
-        tool_call_grammar("hermes", WEATHER_TOOLS, tool_choice={"type": "function", "function": {"name": "nope"}})
+        tool_call_grammar(
+            "hermes", WEATHER_TOOLS, tool_choice={"type": "function", "function": {"name": "nope"}}
+        )
     with pytest.raises(ToolGrammarError):
         tool_call_grammar("gemma4", WEATHER_TOOLS)
     with pytest.raises(ToolGrammarError):
@@ -155,7 +183,14 @@ def test_bad_choices_are_errors() -> None:
 
 
 def test_grammar_error_reports_a_bad_schema() -> None:
-    bad = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object",
-            "properties": {"a": {"type": "no-such-type"}}}}}]
+    bad = [
+        {
+            "type": "function",
+            "function": {
+                "name": "f",
+                "parameters": {"type": "object", "properties": {"a": {"type": "no-such-type"}}},
+            },
+        }
+    ]
     assert grammar_error(tool_call_grammar("hermes", bad).grammar)
     assert grammar_error(tool_call_grammar("hermes", WEATHER_TOOLS).grammar) is None

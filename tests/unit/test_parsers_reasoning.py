@@ -18,36 +18,68 @@ from mlx_textgen.parsers import (
 
 # (format, starts_in_reasoning, model text, reasoning, content)
 CASES: list[tuple[str, bool | None, str, str, str]] = [
-    ("deepseek_r1", None, "Let me think.\n</think>\n\nThe answer is 4.", "Let me think.\n", "The answer is 4."),
+    (
+        "deepseek_r1",
+        None,
+        "Let me think.\n</think>\n\nThe answer is 4.",
+        "Let me think.\n",
+        "The answer is 4.",
+    ),
     ("deepseek_r1", None, "<think>\nHmm.</think>Four.", "\nHmm.", "Four."),
     ("deepseek_r1", None, "Still thinking when cut", "Still thinking when cut", ""),
     ("deepseek_r1", False, "No thinking here.", "", "No thinking here."),
     ("qwen3", None, "<think>\nA < B, so.\n</think>\n\nB.", "\nA < B, so.\n", "B."),
-    ("qwen3", None, "Direct answer with </think> inside? no: <think> later.",
-     "", "Direct answer with </think> inside? no: <think> later."),
+    (
+        "qwen3",
+        None,
+        "Direct answer with </think> inside? no: <think> later.",
+        "",
+        "Direct answer with </think> inside? no: <think> later.",
+    ),
     ("qwen3", True, "opened in the prompt</think>Answer", "opened in the prompt", "Answer"),
     ("qwen3", None, "  \n<think></think>\n\nEmpty thought.", "", "Empty thought."),
     ("mistral", None, "[THINK]draft[/THINK]Final.", "draft", "Final."),
     ("gemma4", None, "<|channel>thought\nplan<channel|>Answer.", "\nplan", "Answer."),
-    ("gpt_oss", None, "<|channel|>analysis<|message|>User asks. Simple.<|end|><|start|>assistant"
-     "<|channel|>final<|message|>Hello!<|return|>", "User asks. Simple.", "Hello!"),
-    ("gpt_oss", None, "<|channel|>analysis<|message|>Need weather.<|end|><|start|>assistant"
-     "<|channel|>commentary to=functions.get_weather <|constrain|>json<|message|>{\"city\":\"Paris\"}"
-     "<|call|>", "Need weather.",
-     "<|start|>assistant<|channel|>commentary to=functions.get_weather <|constrain|>json<|message|>"
-     "{\"city\":\"Paris\"}<|call|>"),
+    (
+        "gpt_oss",
+        None,
+        (
+            "<|channel|>analysis<|message|>User asks. Simple.<|end|><|start|>assistant"
+            "<|channel|>final<|message|>Hello!<|return|>"
+        ),
+        "User asks. Simple.",
+        "Hello!",
+    ),
+    (
+        "gpt_oss",
+        None,
+        (
+            "<|channel|>analysis<|message|>Need weather.<|end|><|start|>assistant"
+            '<|channel|>commentary to=functions.get_weather <|constrain|>json<|message|>{"city":"Paris"}'
+            "<|call|>"
+        ),
+        "Need weather.",
+        (
+            "<|start|>assistant<|channel|>commentary to=functions.get_weather <|constrain|>json<|message|>"
+            '{"city":"Paris"}<|call|>'
+        ),
+    ),
     ("gpt_oss", None, "plain text, not harmony", "", "plain text, not harmony"),
 ]
 
 
-def _stream(fmt: str, inside: bool | None, pieces: list[str]) -> tuple[str, str, list[ReasoningDelta]]:
+def _stream(
+    fmt: str, inside: bool | None, pieces: list[str]
+) -> tuple[str, str, list[ReasoningDelta]]:
     parser = make_reasoning_parser(fmt, starts_in_reasoning=inside)
     deltas = [parser.feed(p) for p in pieces] + [parser.finish()]
     return "".join(d.reasoning for d in deltas), "".join(d.content for d in deltas), deltas
 
 
 @pytest.mark.parametrize(("fmt", "inside", "text", "reasoning", "content"), CASES)
-def test_split_whole_and_streamed(fmt: str, inside: bool | None, text: str, reasoning: str, content: str) -> None:
+def test_split_whole_and_streamed(
+    fmt: str, inside: bool | None, text: str, reasoning: str, content: str
+) -> None:
     assert _stream(fmt, inside, [text])[:2] == (reasoning, content)
     assert _stream(fmt, inside, list(text))[:2] == (reasoning, content)
     for cut in range(1, len(text)):
@@ -63,7 +95,9 @@ def test_split_whole_and_streamed(fmt: str, inside: bool | None, text: str, reas
 
 
 @pytest.mark.parametrize(("fmt", "inside", "text", "reasoning", "content"), CASES)
-def test_markers_never_leak(fmt: str, inside: bool | None, text: str, reasoning: str, content: str) -> None:
+def test_markers_never_leak(
+    fmt: str, inside: bool | None, text: str, reasoning: str, content: str
+) -> None:
     fmt_obj = get_reasoning_format(fmt)
     _, _, deltas = _stream(fmt, inside, list(text))
     for delta in deltas:
@@ -132,4 +166,8 @@ def test_gpt_oss_reasoning_then_tool_parser_gives_the_call() -> None:
 def test_unknown_reasoning_parser_lists_valid_names() -> None:
     with pytest.raises(UnknownParserError) as err:
         get_reasoning_format("r2")
-    assert "deepseek_r1" in str(err.value) and "qwen3" in str(err.value) and "gpt_oss" in str(err.value)
+    assert (
+        "deepseek_r1" in str(err.value)
+        and "qwen3" in str(err.value)
+        and "gpt_oss" in str(err.value)
+    )

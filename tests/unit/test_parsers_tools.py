@@ -52,8 +52,10 @@ def test_whole_text(fmt: str, text: str, content: str, calls: list) -> None:
 
 
 @pytest.mark.parametrize(("fmt", "text", "content", "calls"), CASES)
-def test_streamed_char_by_char_and_random_chunks(fmt: str, text: str, content: str, calls: list) -> None:
-    joined, deltas = _stream(fmt, list(text))
+def test_streamed_char_by_char_and_random_chunks(
+    fmt: str, text: str, content: str, calls: list
+) -> None:
+    joined, _ = _stream(fmt, list(text))
     assert (joined.content, _calls(joined)) == (content, calls)
     rng = random.Random(len(text))
     for _ in range(5):
@@ -84,13 +86,30 @@ def test_openai_delta_shape(fmt: str, text: str, content: str, calls: list) -> N
     assert sorted(seen) == list(range(len(calls)))
 
 
-MARKUP = ("<tool_call>", "</tool_call>", "[TOOL_CALLS]", "[ARGS]", "<|python_tag|>", "<|tool_call",
-          "<minimax:", "<invoke", "<arg_key>", "<function=", "<|channel|>", "<|message|>",
-          "<｜tool", "call:get_weather", "<start_function_call>", "<|start|>")
+MARKUP = (
+    "<tool_call>",
+    "</tool_call>",
+    "[TOOL_CALLS]",
+    "[ARGS]",
+    "<|python_tag|>",
+    "<|tool_call",
+    "<minimax:",
+    "<invoke",
+    "<arg_key>",
+    "<function=",
+    "<|channel|>",
+    "<|message|>",
+    "<｜tool",
+    "call:get_weather",
+    "<start_function_call>",
+    "<|start|>",
+)
 
 
 @pytest.mark.parametrize(("fmt", "text", "content", "calls"), CASES)
-def test_no_markup_leaks_into_content_deltas(fmt: str, text: str, content: str, calls: list) -> None:
+def test_no_markup_leaks_into_content_deltas(
+    fmt: str, text: str, content: str, calls: list
+) -> None:
     if not calls:
         return
     _, deltas = _stream(fmt, list(text))
@@ -141,13 +160,29 @@ def test_plain_text_is_untouched_in_every_format() -> None:
 
 
 def test_qwen3_coder_values_follow_the_schema() -> None:
-    tools = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object",
-              "properties": {"n": {"type": "number"}, "ok": {"type": "boolean"},
-                             "tags": {"type": "array"}, "zip": {"type": "string"},
-                             "opt": {"type": ["integer", "null"]}}}}}]
-    text = ("<tool_call>\n<function=f>\n<parameter=n>\n2.5\n</parameter>\n<parameter=ok>\ntrue\n"
-            "</parameter>\n<parameter=tags>\n[\"a\"]\n</parameter>\n<parameter=zip>\n01234\n"
-            "</parameter>\n<parameter=opt>\nnull\n</parameter>\n</function>\n</tool_call>")
+    tools = [
+        {
+            "type": "function",
+            "function": {
+                "name": "f",
+                "parameters": {
+                    "type": "object",
+                    "properties": {
+                        "n": {"type": "number"},
+                        "ok": {"type": "boolean"},
+                        "tags": {"type": "array"},
+                        "zip": {"type": "string"},
+                        "opt": {"type": ["integer", "null"]},
+                    },
+                },
+            },
+        }
+    ]
+    text = (
+        "<tool_call>\n<function=f>\n<parameter=n>\n2.5\n</parameter>\n<parameter=ok>\ntrue\n"
+        '</parameter>\n<parameter=tags>\n["a"]\n</parameter>\n<parameter=zip>\n01234\n'
+        "</parameter>\n<parameter=opt>\nnull\n</parameter>\n</function>\n</tool_call>"
+    )
     args = json.loads(parse_tool_calls("qwen3_coder", text, tools).calls[0].arguments)
     assert args == {"n": 2.5, "ok": True, "tags": ["a"], "zip": "01234", "opt": None}
     # Without the tools, values stay text.
