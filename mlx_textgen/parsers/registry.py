@@ -94,9 +94,11 @@ def get_reasoning_format(name: str) -> ReasoningFormat:
     return _lookup("reasoning_parser", name, REASONING_FORMATS, REASONING_ALIASES)
 
 
-def make_tool_parser(name: str, tools: Tools | None = None) -> ToolCallParser:
-    """A streaming tool-call parser for one response."""
-    return ToolCallParser(get_tool_format(name), tools)
+def make_tool_parser(
+    name: str, tools: Tools | None = None, *, stream_arguments: bool = False
+) -> ToolCallParser:
+    """A streaming tool-call parser for one response (``stream_arguments``: see ToolCallParser)."""
+    return ToolCallParser(get_tool_format(name), tools, stream_arguments=stream_arguments)
 
 
 def make_reasoning_parser(name: str, *, starts_in_reasoning: bool | None = None) -> ReasoningParser:
@@ -104,6 +106,9 @@ def make_reasoning_parser(name: str, *, starts_in_reasoning: bool | None = None)
     return get_reasoning_format(name).make_parser(starts_in_reasoning=starts_in_reasoning)
 
 
-def parse_tool_calls(name: str, text: str, tools: Tools | None = None) -> ParsedToolCalls:
-    """Non-streaming: split a whole response into content and calls."""
-    return parse_all(get_tool_format(name), text, tools)
+def parse_tool_calls(
+    name: str, text: str, tools: Tools | None = None, *, stream_arguments: bool = False
+) -> ParsedToolCalls:
+    """Non-streaming: split a whole response into content and calls (pass the same
+    ``stream_arguments`` as the streaming path so that both give the same arguments text)."""
+    return parse_all(get_tool_format(name), text, tools, stream_arguments=stream_arguments)

@@ -12,7 +12,7 @@ import enum
 import json
 from typing import Any, ClassVar
 
-from .scan import dump_arguments, find_first, held_suffix_len, skip_ws
+from .scan import bracket_end, dump_arguments, find_first, held_suffix_len, skip_ws
 from .types import Delta, ParsedToolCalls, ToolCallDelta, accumulate, new_call_id
 
 Tools = list[dict[str, Any]]
@@ -61,6 +61,11 @@ class ToolFormat:
         """The calls in a finished region; ValueError (or NotACall) when it is not one."""
         raise NotImplementedError
 
+    def stream_head(self, region: str) -> tuple[str, int] | None:
+        """For a region that holds one call with JSON-object arguments: once the name is
+        complete, ``(name, index of the arguments)``; None when unknown yet or not streamable."""
+        return None
+
     def positional(self, text: str, *, at_start: bool, after_call: bool) -> Verdict:
         """Whether ``text`` (non-blank, at the start of output or after a call) opens a region."""
         candidates = (self.leading_markers if at_start else ()) + (
@@ -78,11 +83,24 @@ _PARSE_ERRORS = (ValueError, SyntaxError, TypeError, KeyError, IndexError, Attri
 
 
 class ToolCallParser:
-    """Streaming parser for one response: ``feed(delta) -> Delta`` then ``finish() -> Delta``."""
+    """Streaming parser for one response: ``feed(delta) -> Delta`` then ``finish() -> Delta``.
 
-    def __init__(self, fmt: ToolFormat, tools: Tools | None = None) -> None:
+    By default a call is emitted once its region is complete and parsed (name delta, then the
+    arguments in one fragment), so a broken call can still become content. With
+    ``stream_arguments`` (for when a grammar guarantees well-formed calls) the name goes out as
+    soon as it is known and the arguments stream as the model writes them, for the formats that
+    support it (``ToolFormat.stream_head``); the arguments string is then the model's own JSON
+    text. A call that still turns out broken is reported and returned as content, but its
+    streamed deltas cannot be taken back.
+    """
+
+    def __init__(
+        self, fmt: ToolFormat, tools: Tools | None = None, *, stream_arguments: bool = False
+    ) -> None:
         self.format = fmt
         self.tools = tools
+        self.stream_arguments = stream_arguments
+        self._live: list[int] | None = None  # [call index, arguments start, chars sent]
         self._buf = ""
         self._pending_ws = ""
         self._ws_before_region = ""  # given back if the region turns out not to be a call
@@ -178,14 +196,18 @@ class ToolCallParser:
         end = self.format.region_end(self._buf)
         if end is None:
             if not final:
+                if self.stream_arguments:
+                    self._stream_live(out)
                 return False
             end = self.format.region_end_at_finish(self._buf)
         region, self._buf, self._in_region = self._buf[:end], self._buf[end:], False
+        live, self._live = self._live, None
         try:
             calls = self.format.parse_region(region, self.tools)
             if not calls:
                 raise ValueError("no tool call in the region")
             arguments = [dump_arguments(args) for _, args in calls]
+            raw = self._raw_arguments(region, calls) if self.stream_arguments else None
         except Markup:
             return True
         except NotACall:
@@ -195,16 +217,52 @@ class ToolCallParser:
             out.malformed.append(region)
             self._as_content(out, region)
             return True
-        for (name, _), args in zip(calls, arguments):
-            out.tool_calls.append(
-                ToolCallDelta(
-                    self._index, id=new_call_id(), type="function", name=name, arguments=""
-                )
-            )
-            out.tool_calls.append(ToolCallDelta(self._index, arguments=args))
-            self._index += 1
+        if raw is not None:
+            if live is None:
+                live = [self._open_call(out, calls[0][0]), 0, 0]
+            out.tool_calls.append(ToolCallDelta(live[0], arguments=raw[live[2] :]))
+        else:
+            for (name, _), args in zip(calls, arguments):
+                out.tool_calls.append(ToolCallDelta(self._open_call(out, name), arguments=args))
         self._at_start, self._after_call, self._pending_ws = False, True, ""
         return True
+
+    def _open_call(self, out: Delta, name: str) -> int:
+        index, self._index = self._index, self._index + 1
+        out.tool_calls.append(
+            ToolCallDelta(index, id=new_call_id(), type="function", name=name, arguments="")
+        )
+        return index
+
+    def _arguments_start(self, region: str) -> tuple[str, int] | None:
+        head = self.format.stream_head(region)
+        if head is None or not region.startswith("{", head[1]):
+            return None
+        return head
+
+    def _stream_live(self, out: Delta) -> None:
+        if self._live is None:
+            head = self._arguments_start(self._buf)
+            if head is None:
+                return
+            self._live = [self._open_call(out, head[0]), head[1], 0]
+        _, start, sent = self._live
+        end = bracket_end(self._buf, start)
+        text = self._buf[start:end] if end else self._buf[start:]
+        if len(text) > sent:
+            out.tool_calls.append(ToolCallDelta(self._live[0], arguments=text[sent:]))
+            self._live[2] = len(text)
+
+    def _raw_arguments(self, region: str, calls: list[ParsedCall]) -> str | None:
+        """The model's own arguments text, when the region streams (one call, JSON object)."""
+        head = self._arguments_start(region)
+        if head is None or len(calls) != 1:
+            return None
+        end = bracket_end(region, head[1])
+        raw = region[head[1] : end] if end else ""
+        if not raw or json.loads(raw) != calls[0][1]:
+            raise ValueError("streamed arguments differ from the parsed call")
+        return raw
 
     def _as_content(self, out: Delta, region: str) -> None:
         self._at_start = self._after_call = False
@@ -212,9 +270,11 @@ class ToolCallParser:
         self._emit_text(out, region)
 
 
-def parse_all(fmt: ToolFormat, text: str, tools: Tools | None = None) -> ParsedToolCalls:
+def parse_all(
+    fmt: ToolFormat, text: str, tools: Tools | None = None, *, stream_arguments: bool = False
+) -> ParsedToolCalls:
     """Parse a whole response at once (the non-streaming path: same result as streaming)."""
-    parser = ToolCallParser(fmt, tools)
+    parser = ToolCallParser(fmt, tools, stream_arguments=stream_arguments)
     delta = parser.feed(text)
     delta.extend(parser.finish())
     return accumulate([delta])

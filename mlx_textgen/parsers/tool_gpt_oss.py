@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 
-from .scan import find_first, loads_object
+from .scan import find_first, loads_object, skip_ws
 from .tool_base import Markup, ParsedCall, ToolFormat, Tools
 
 MESSAGE, CALL = "<|message|>", "<|call|>"
@@ -38,6 +38,14 @@ class GptOssFormat(ToolFormat):
             return header_end
         hit = find_first(region, MESSAGE_ENDS + HEADER_STARTS, header_end)
         return None if hit is None else hit[0] + (len(hit[1]) if hit[1] in MESSAGE_ENDS else 0)
+
+    def stream_head(self, region: str) -> tuple[str, int] | None:
+        header_end = region.find(MESSAGE)
+        recipient = _RECIPIENT.search(region[: max(header_end, 0)])
+        if recipient is None:
+            return None
+        start = skip_ws(region, header_end + len(MESSAGE))
+        return (recipient.group(1), start) if start < len(region) else None
 
     def parse_region(self, region: str, tools: Tools | None) -> list[ParsedCall]:
         header_end = region.find(MESSAGE)

@@ -2,10 +2,25 @@
 
 from __future__ import annotations
 
+import json
+import re
+
 from .scan import arguments_object, loads_object
 from .tool_base import ParsedCall, ToolFormat, Tools
 
 START, END = "<tool_call>", "</tool_call>"
+# `{"name": "NAME", "arguments": ` (or "parameters"), where the arguments can start streaming.
+NAME_THEN_ARGS = re.compile(
+    r'\s*\{\s*"name"\s*:\s*("(?:[^"\\]|\\.)*")\s*,\s*"(?:arguments|parameters)"\s*:\s*'
+)
+
+
+def name_then_args(region: str, at: int) -> tuple[str, int] | None:
+    """``(name, arguments index)`` when ``region[at:]`` opens with a name then arguments."""
+    match = NAME_THEN_ARGS.match(region, at)
+    if match is None or match.end() >= len(region):
+        return None
+    return json.loads(match.group(1)), match.end()
 
 
 def tagged_region_end(region: str, end_marker: str) -> int | None:
@@ -40,3 +55,6 @@ class HermesFormat(ToolFormat):
             raise ValueError("unterminated <tool_call>")
         body = region[len(START) : -len(END)]
         return [call_from_object(loads_object(body))]
+
+    def stream_head(self, region: str) -> tuple[str, int] | None:
+        return name_then_args(region, len(START))

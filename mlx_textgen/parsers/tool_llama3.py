@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from .scan import bracket_end, loads_object, skip_ws
 from .tool_base import NotACall, ParsedCall, ToolFormat, Tools
-from .tool_hermes import call_from_object
+from .tool_hermes import call_from_object, name_then_args
 
 PYTHON_TAG = "<|python_tag|>"
 
@@ -38,6 +38,9 @@ class Llama3JsonFormat(ToolFormat):
         if "name" not in obj and region.startswith("{"):
             raise NotACall("a JSON answer, not a call")
         return [call_from_object(obj, args_keys=("parameters", "arguments"))]
+
+    def stream_head(self, region: str) -> tuple[str, int] | None:
+        return name_then_args(region, _body_start(region))
 
 
 def _body_start(region: str) -> int:

@@ -55,6 +55,14 @@ class MistralFormat(ToolFormat):
             return None
         return bracket_end(region, at) if region[at] == "{" else at
 
+    def stream_head(self, region: str) -> tuple[str, int] | None:
+        at = skip_ws(region, len(START) if region.startswith(START) else 0)
+        header = _HEADER.match(region, at)
+        if header is None:
+            return None
+        start = skip_ws(region, header.end())
+        return (header.group(1), start) if start < len(region) else None
+
     def parse_region(self, region: str, tools: Tools | None) -> list[ParsedCall]:
         at = skip_ws(region, len(START) if region.startswith(START) else 0)
         if region[at] in "[{":

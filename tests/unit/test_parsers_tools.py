@@ -206,3 +206,44 @@ def test_feed_after_finish_raises() -> None:
     with pytest.raises(RuntimeError):
         parser.feed("x")
     assert not parser.finish()
+
+
+STREAMABLE = {"hermes", "llama3_json", "mistral", "gpt_oss"}
+
+
+@pytest.mark.parametrize(("fmt", "text", "content", "calls"), CASES)
+def test_stream_arguments_mode(fmt: str, text: str, content: str, calls: list) -> None:
+    whole = parse_tool_calls(fmt, text, WEATHER_TOOLS, stream_arguments=True)
+    assert (whole.content, _calls(whole)) == (content, calls)
+    parser = make_tool_parser(fmt, WEATHER_TOOLS, stream_arguments=True)
+    deltas = [parser.feed(ch) for ch in text] + [parser.finish()]
+    joined = accumulate(deltas)
+    assert (joined.content, _calls(joined)) == (content, calls)
+    assert [c.arguments for c in joined.calls] == [c.arguments for c in whole.calls]
+    rng = random.Random(3)
+    for _ in range(3):
+        chunked = make_tool_parser(fmt, WEATHER_TOOLS, stream_arguments=True)
+        got = accumulate([chunked.feed(p) for p in _chunks(text, rng)] + [chunked.finish()])
+        assert (got.content, [c.arguments for c in got.calls]) == (
+            content,
+            [c.arguments for c in whole.calls],
+        )
+    fragments = sum(1 for d in deltas for p in d.tool_calls if p.name is None and p.arguments)
+    if (
+        fmt in STREAMABLE
+        and calls
+        and all(a for _, a in calls)
+        and "[{" not in text
+        and '"{' not in text
+    ):
+        assert fragments > 2 * len(calls)  # arguments went out piece by piece
+        first_name = next(i for i, d in enumerate(deltas) if any(p.name for p in d.tool_calls))
+        assert first_name < len(text) - 5  # the name went out before the call ended
+
+
+def test_stream_arguments_keeps_the_models_json_text() -> None:
+    text = '<tool_call>{"name": "get_weather", "arguments": {"city":  "Paris"}}</tool_call>'
+    assert parse_tool_calls("hermes", text, stream_arguments=True).calls[0].arguments == (
+        '{"city":  "Paris"}'
+    )
+    assert parse_tool_calls("hermes", text).calls[0].arguments == '{"city": "Paris"}'
