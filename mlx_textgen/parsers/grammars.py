@@ -111,8 +111,8 @@ def _pythonic_call(rs: RuleSet, f: Function) -> str:
     return f"{rs.lit(f['name'] + '(')} {_comma_sequence(items)} {rs.lit(')')}"
 
 
-def _comma_sequence(items: list[tuple[str, bool]]) -> str:
-    """Ordered items, optional ones may be left out, joined by ``", "``."""
+def _comma_sequence(items: list[tuple[str, bool]], sep: str = '", "') -> str:
+    """Ordered items, optional ones may be left out, joined by ``sep`` (a Lark literal)."""
 
     def lead(i: int) -> str:
         if i == len(items):
@@ -125,9 +125,27 @@ def _comma_sequence(items: list[tuple[str, bool]]) -> str:
         return f"(({present}) | {rest})" if rest else f"({present})?"
 
     def tail(i: int) -> str:
-        return " ".join(f'", " {e}' if r else f'(", " {e})?' for e, r in items[i:])
+        return " ".join(f"{sep} {e}" if r else f"({sep} {e})?" for e, r in items[i:])
 
     return lead(0)
+
+
+def _gemma_call(quote: str) -> Callable[[RuleSet, Function], str]:
+    # Gemma writes strings between `quote` tokens and keys bare; other values are JSON.
+    def call(rs: RuleSet, f: Function) -> str:
+        schema = arguments_schema(f)
+        required = set(schema.get("required") or [])
+        items = []
+        for key, prop in (schema.get("properties") or {}).items():
+            if schema_types(prop) == {"string"}:
+                value = f"{rs.lit(quote)} {rs.text()} {rs.lit(quote)}"
+            else:
+                value = rs.json(tighten_schema(prop))
+            items.append((f"{rs.lit(key + ':')} {value}", key in required))
+        body = _comma_sequence(items, rs.lit(","))
+        return f"{rs.lit('call:' + f['name'] + '{')} {body} {rs.lit('}')}"
+
+    return call
 
 
 def _kimi_call(rs: RuleSet, f: Function) -> str:
@@ -223,6 +241,15 @@ def syntax_for(parser: str, chat_template: str | None = None) -> Syntax:
             _deepseek_call("```json" in t or not t),
             ("<｜tool▁calls▁end｜>",),
             per_call=False,
+        ),
+        "gemma4": lambda: Syntax(
+            ("<|tool_call>",), "<|tool_call>", _gemma_call('<|"|>'), ("<tool_call|>",)
+        ),
+        "function_gemma": lambda: Syntax(
+            ("<start_function_call>",),
+            "<start_function_call>",
+            _gemma_call("<escape>"),
+            ("<end_function_call>",),
         ),
         "gpt_oss": lambda: Syntax(
             ("<|channel|>", "commentary to=functions."),

@@ -206,6 +206,7 @@ class ToolCallParser:
             calls = self.format.parse_region(region, self.tools)
             if not calls:
                 raise ValueError("no tool call in the region")
+            self._check_names(calls)
             arguments = [dump_arguments(args) for _, args in calls]
             raw = self._raw_arguments(region, calls) if self.stream_arguments else None
         except Markup:
@@ -227,6 +228,13 @@ class ToolCallParser:
         self._at_start, self._after_call, self._pending_ws = False, True, ""
         return True
 
+    def _check_names(self, calls: list[ParsedCall]) -> None:
+        # A call of a tool the request did not offer is not a call OpenAI would return.
+        known = {f.get("name") for f in (t.get("function", t) for t in self.tools or [])}
+        unknown = [name for name, _ in calls if self.tools and name not in known]
+        if unknown:
+            raise ValueError(f"call of a tool that was not given: {unknown[0]}")
+
     def _open_call(self, out: Delta, name: str) -> int:
         index, self._index = self._index, self._index + 1
         out.tool_calls.append(
@@ -245,6 +253,10 @@ class ToolCallParser:
             head = self._arguments_start(self._buf)
             if head is None:
                 return
+            try:
+                self._check_names([(head[0], {})])
+            except ValueError:
+                return  # not streamed: at its end the region becomes content
             self._live = [self._open_call(out, head[0]), head[1], 0]
         _, start, sent = self._live
         end = bracket_end(self._buf, start)

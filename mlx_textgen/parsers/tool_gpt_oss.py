@@ -25,7 +25,7 @@ class GptOssFormat(ToolFormat):
 
     name = "gpt_oss"
     markers = HEADER_STARTS + MESSAGE_ENDS
-    start_marker = "<|channel|>commentary to=functions."
+    start_marker = "to=functions."  # the header's recipient; what the lazy grammar waits for
 
     def region_end(self, region: str) -> int | None:
         if region.startswith(MESSAGE_ENDS):

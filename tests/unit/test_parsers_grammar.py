@@ -36,6 +36,9 @@ CALLS = {
     '<|tool_call_argument_begin|>{"city":"Paris","days":3}<|tool_call_end|><|tool_calls_section_end|>',
     "deepseek_v3": "<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>function<｜tool▁sep｜>get_weather\n"
     '```json\n{"city":"Paris","days":3}\n```<｜tool▁call▁end｜><｜tool▁calls▁end｜>',
+    "gemma4": '<|tool_call>call:get_weather{city:<|"|>Paris<|"|>,days:3}<tool_call|>',
+    "function_gemma": "<start_function_call>call:get_weather{city:<escape>Paris<escape>,days:3}"
+    "<end_function_call>",
     "gpt_oss": "<|channel|>commentary to=functions.get_weather <|constrain|>json<|message|>"
     '{"city":"Paris","days":3}<|call|>',
 }
@@ -177,7 +180,7 @@ def test_bad_choices_are_errors() -> None:
             "hermes", WEATHER_TOOLS, tool_choice={"type": "function", "function": {"name": "nope"}}
         )
     with pytest.raises(ToolGrammarError):
-        tool_call_grammar("gemma4", WEATHER_TOOLS)
+        tool_call_grammar("nope", WEATHER_TOOLS)
     with pytest.raises(ToolGrammarError):
         tool_call_grammar("hermes", WEATHER_TOOLS, tool_choice="none")
 

@@ -247,3 +247,33 @@ def test_stream_arguments_keeps_the_models_json_text() -> None:
         '{"city":  "Paris"}'
     )
     assert parse_tool_calls("hermes", text).calls[0].arguments == '{"city": "Paris"}'
+
+
+def test_parsers_never_import_mlx() -> None:
+    # The HTTP process imports the parsers and must stay free of MLX (mlx_lm imports it too).
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, mlx_textgen.parsers, mlx_textgen.parsers.grammars, mlx_textgen.chat.tools\n"
+        "from mlx_textgen.parsers import detect_reasoning_parser\n"
+        "detect_reasoning_parser('<think>{{ messages }}')\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('mlx', 'mlx_lm')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_a_call_of_a_tool_not_given_is_content() -> None:
+    text = '<tool_call>{"name": "launch", "arguments": {}}</tool_call>'
+    result = parse_tool_calls("hermes", text, WEATHER_TOOLS)
+    assert result.calls == [] and result.malformed == [text] and result.content == text
+    assert [c.name for c in parse_tool_calls("hermes", text).calls] == ["launch"]  # no tools given
+
+
+def test_streaming_never_opens_a_call_of_a_tool_not_given() -> None:
+    text = '<tool_call>{"name": "launch", "arguments": {"when": "now"}}</tool_call>'
+    parser = make_tool_parser("hermes", WEATHER_TOOLS, stream_arguments=True)
+    deltas = [parser.feed(ch) for ch in text] + [parser.finish()]
+    assert not any(d.tool_calls for d in deltas)
+    assert accumulate(deltas).content == text
