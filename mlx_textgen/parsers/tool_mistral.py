@@ -12,17 +12,19 @@ from .tool_hermes import call_from_object
 
 START = "[TOOL_CALLS]"
 _HEADER = re.compile(r"([\w.-]+)(?:\[CALL_ID\](\w*))?\[ARGS\]")
-_NAME = re.compile(r"[\w.-]*")
+_NAME = re.compile(r"[\w.-]+")
+_ID = re.compile(r"\w*")
 
 
 def _could_become_header(text: str) -> bool:
-    """Whether ``text`` is a prefix of ``name[CALL_ID]id[ARGS]`` / ``name[ARGS]``."""
-    rest = text[_NAME.match(text).end() :]  # type: ignore[union-attr]
-    if not rest or rest == text:
-        return bool(rest == "" and text)
+    """Whether ``text`` is a prefix of ``name[ARGS]`` or ``name[CALL_ID]id[ARGS]``."""
+    name = _NAME.match(text)
+    if name is None:
+        return False
+    rest = text[name.end() :]
     if rest.startswith("[CALL_ID]"):
         rest = rest[len("[CALL_ID]") :]
-        rest = rest[re.match(r"\w*", rest).end() :]  # type: ignore[union-attr]
+        rest = rest[_ID.match(rest).end() :]  # type: ignore[union-attr]
         return "[ARGS]".startswith(rest)
     return "[ARGS]".startswith(rest) or "[CALL_ID]".startswith(rest)
 
