@@ -23,8 +23,8 @@ from mlx_textgen.models.gguf_tokenizer import build_tokenizer_files
 from mlx_textgen.parsers.grammars import tool_call_grammar
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tests.unit._parser_cases import WEATHER_TOOLS  # noqa: E402
-from tests.unit.test_parsers_grammar import CALLS  # noqa: E402
+from tests.unit._parser_cases import WEATHER_TOOLS
+from tests.unit.test_parsers_grammar import CALLS
 
 
 def _tokenizer() -> llguidance.LLTokenizer:
@@ -51,7 +51,9 @@ def main() -> None:
             times.append((time.perf_counter() - t0) * 1e3)
         assert matcher.is_accepting() and not matcher.is_error(), fmt
         p95 = sorted(times)[int(0.95 * (len(times) - 1))]
-        print(f"{fmt:15} {len(times):6d} {compile_ms:8.2f} {statistics.mean(times):7.3f} {p95:7.3f}")
+        print(
+            f"{fmt:15} {len(times):6d} {compile_ms:8.2f} {statistics.mean(times):7.3f} {p95:7.3f}"
+        )
 
 
 if __name__ == "__main__":

@@ -32,35 +32,72 @@ def held_suffix_len(text: str, markers: tuple[str, ...]) -> int:
     return longest
 
 
-def bracket_end(text: str, start: int, quotes: str = '"') -> int | None:
-    """Index just past the bracketed value opening at ``text[start]``, or None if incomplete.
+class BracketScanner:
+    """Finds the end of the bracketed value opening at ``start``, resuming where it stopped
+    as the text grows (a streamed region is rescanned only for its new characters).
 
     Strings delimited by any character of ``quotes`` (with backslash escapes) are skipped, so
-    brackets inside them do not count. A mismatched closing bracket ends the scan (returns the
-    position after it) so that the caller's parse reports the error.
+    brackets inside them do not count. A mismatched closing bracket ends the scan (the position
+    after it) so that the caller's parse reports the error.
     """
-    stack: list[str] = []
-    quote = ""
-    escaped = False
-    for i in range(start, len(text)):
-        ch = text[i]
-        if quote:
-            if escaped:
-                escaped = False
+
+    def __init__(self, start: int, quotes: str = '"') -> None:
+        self.start, self.quotes = start, quotes
+        self._pos = start
+        self._stack: list[str] = []
+        self._quote = ""
+        self._escaped = False
+        self._end: int | None = None
+
+    def scan(self, text: str) -> int | None:
+        """Index just past the value in ``text`` (which extends earlier texts), or None."""
+        if self._end is not None or self._pos >= len(text):
+            return self._end
+        if self._pos == self.start and text[self.start] not in _OPEN:
+            self._end = self.start  # not a bracket at all
+            return self._end
+        for i in range(self._pos, len(text)):
+            if self._step(text[i]):
+                self._end = i + 1
+                return self._end
+        self._pos = len(text)
+        return None
+
+    def _step(self, ch: str) -> bool:
+        if self._quote:
+            if self._escaped:
+                self._escaped = False
             elif ch == "\\":
-                escaped = True
-            elif ch == quote:
-                quote = ""
-            continue
-        if ch in quotes:
-            quote = ch
+                self._escaped = True
+            elif ch == self._quote:
+                self._quote = ""
+            return False
+        if ch in self.quotes:
+            self._quote = ch
         elif ch in _OPEN:
-            stack.append(_OPEN[ch])
-        elif ch in ")]}" and (not stack or stack.pop() != ch or not stack):
-            return i + 1  # closed, or a mismatched bracket that the caller's parse reports
-        if not stack and i == start:
-            return None if ch in _OPEN else i  # not a bracket at all
-    return None
+            self._stack.append(_OPEN[ch])
+        elif ch in ")]}":
+            return not self._stack or self._stack.pop() != ch or not self._stack
+        return False
+
+
+class Scans:
+    """The bracket scanners of one region, keyed by where their value starts."""
+
+    def __init__(self) -> None:
+        self._scanners: dict[tuple[int, str], BracketScanner] = {}
+
+    def bracket_end(self, text: str, start: int, quotes: str = '"') -> int | None:
+        """``bracket_end`` for a text that only grows between calls."""
+        scanner = self._scanners.get((start, quotes))
+        if scanner is None:
+            scanner = self._scanners[(start, quotes)] = BracketScanner(start, quotes)
+        return scanner.scan(text)
+
+
+def bracket_end(text: str, start: int, quotes: str = '"') -> int | None:
+    """Index just past the bracketed value opening at ``text[start]``, or None if incomplete."""
+    return BracketScanner(start, quotes).scan(text)
 
 
 def skip_ws(text: str, at: int) -> int:

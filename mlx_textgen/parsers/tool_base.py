@@ -12,7 +12,7 @@ import enum
 import json
 from typing import Any, ClassVar
 
-from .scan import bracket_end, dump_arguments, find_first, held_suffix_len, skip_ws
+from .scan import Scans, bracket_end, dump_arguments, find_first, held_suffix_len, skip_ws
 from .types import Delta, ParsedToolCalls, ToolCallDelta, accumulate, new_call_id
 
 Tools = list[dict[str, Any]]
@@ -49,7 +49,7 @@ class ToolFormat:
     # The text a lazy (tool_choice=auto) grammar waits for; the grammar covers what follows.
     start_marker: ClassVar[str] = ""
 
-    def region_end(self, region: str) -> int | None:
+    def region_end(self, region: str, scans: Scans) -> int | None:
         """Where the region starting at ``region[0]`` ends (exclusive), or None if not yet."""
         raise NotImplementedError
 
@@ -101,6 +101,7 @@ class ToolCallParser:
         self.tools = tools
         self.stream_arguments = stream_arguments
         self._live: list[int] | None = None  # [call index, arguments start, chars sent]
+        self._scans = Scans()  # the current region's bracket scans, resumed as it grows
         self._buf = ""
         self._pending_ws = ""
         self._ws_before_region = ""  # given back if the region turns out not to be a call
@@ -193,7 +194,7 @@ class ToolCallParser:
             self._at_start = self._after_call = False
 
     def _step_region(self, out: Delta, final: bool) -> bool:
-        end = self.format.region_end(self._buf)
+        end = self.format.region_end(self._buf, self._scans)
         if end is None:
             if not final:
                 if self.stream_arguments:
@@ -201,7 +202,7 @@ class ToolCallParser:
                 return False
             end = self.format.region_end_at_finish(self._buf)
         region, self._buf, self._in_region = self._buf[:end], self._buf[end:], False
-        live, self._live = self._live, None
+        live, self._live, self._scans = self._live, None, Scans()
         try:
             calls = self.format.parse_region(region, self.tools)
             if not calls:
@@ -259,7 +260,7 @@ class ToolCallParser:
                 return  # not streamed: at its end the region becomes content
             self._live = [self._open_call(out, head[0]), head[1], 0]
         _, start, sent = self._live
-        end = bracket_end(self._buf, start)
+        end = self._scans.bracket_end(self._buf, start)
         text = self._buf[start:end] if end else self._buf[start:]
         if len(text) > sent:
             out.tool_calls.append(ToolCallDelta(self._live[0], arguments=text[sent:]))

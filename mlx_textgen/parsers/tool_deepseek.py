@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 
-from .scan import loads_object
+from .scan import Scans, loads_object
 from .tool_base import ParsedCall, ToolFormat, Tools
 from .tool_hermes import tagged_region_end
 
@@ -38,7 +38,7 @@ class DeepSeekV3Format(ToolFormat):
     markers = (SECTION_START,)
     start_marker = SECTION_START
 
-    def region_end(self, region: str) -> int | None:
+    def region_end(self, region: str, scans: Scans) -> int | None:
         return tagged_region_end(region, SECTION_END)
 
     def parse_region(self, region: str, tools: Tools | None) -> list[ParsedCall]:

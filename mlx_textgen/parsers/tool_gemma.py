@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import re
 
-from .scan import loads_object
+from .scan import Scans, loads_object
 from .tool_base import ParsedCall, ToolFormat, Tools
 from .tool_hermes import tagged_region_end
 
@@ -32,7 +32,7 @@ class _GemmaFormat(ToolFormat):
     end_marker = ""
     quote = ""
 
-    def region_end(self, region: str) -> int | None:
+    def region_end(self, region: str, scans: Scans) -> int | None:
         return tagged_region_end(region, self.end_marker)
 
     def parse_region(self, region: str, tools: Tools | None) -> list[ParsedCall]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 
-from .scan import find_first, loads_object, skip_ws
+from .scan import Scans, find_first, loads_object, skip_ws
 from .tool_base import Markup, ParsedCall, ToolFormat, Tools
 
 MESSAGE, CALL = "<|message|>", "<|call|>"
@@ -27,7 +27,7 @@ class GptOssFormat(ToolFormat):
     markers = HEADER_STARTS + MESSAGE_ENDS
     start_marker = "to=functions."  # the header's recipient; what the lazy grammar waits for
 
-    def region_end(self, region: str) -> int | None:
+    def region_end(self, region: str, scans: Scans) -> int | None:
         if region.startswith(MESSAGE_ENDS):
             return len(next(m for m in MESSAGE_ENDS if region.startswith(m)))
         header_end = region.find(MESSAGE)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 
-from .scan import arguments_object, loads_object
+from .scan import Scans, arguments_object, loads_object
 from .tool_base import ParsedCall, ToolFormat, Tools
 
 START, END = "<tool_call>", "</tool_call>"
@@ -47,7 +47,7 @@ class HermesFormat(ToolFormat):
     markers = (START,)
     start_marker = START
 
-    def region_end(self, region: str) -> int | None:
+    def region_end(self, region: str, scans: Scans) -> int | None:
         return tagged_region_end(region, END)
 
     def parse_region(self, region: str, tools: Tools | None) -> list[ParsedCall]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 
-from .scan import loads_object
+from .scan import Scans, loads_object
 from .tool_base import ParsedCall, ToolFormat, Tools
 from .tool_hermes import tagged_region_end
 
@@ -32,7 +32,7 @@ class KimiK2Format(ToolFormat):
     markers = (SECTION_START, CALL_START)
     start_marker = SECTION_START
 
-    def region_end(self, region: str) -> int | None:
+    def region_end(self, region: str, scans: Scans) -> int | None:
         if region.startswith(SECTION_START):
             return tagged_region_end(region, SECTION_END)
         return tagged_region_end(region, CALL_END)

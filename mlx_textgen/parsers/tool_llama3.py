@@ -3,7 +3,7 @@ after ``<|python_tag|>``; several may follow one another, separated by ``;``."""
 
 from __future__ import annotations
 
-from .scan import bracket_end, loads_object, skip_ws
+from .scan import Scans, loads_object, skip_ws
 from .tool_base import NotACall, ParsedCall, ToolFormat, Tools
 from .tool_hermes import call_from_object, name_then_args
 
@@ -19,13 +19,13 @@ class Llama3JsonFormat(ToolFormat):
     follow_markers = (";", "{")
     start_marker = "{"
 
-    def region_end(self, region: str) -> int | None:
+    def region_end(self, region: str, scans: Scans) -> int | None:
         at = _body_start(region)
         if at >= len(region):
             return None
         if region[at] != "{":
             return None  # e.g. a built-in tool's python call: malformed once the output ends
-        return bracket_end(region, at)
+        return scans.bracket_end(region, at)
 
     def parse_region(self, region: str, tools: Tools | None) -> list[ParsedCall]:
         body = region[_body_start(region) :]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 
+from .scan import Scans
 from .tool_base import ParsedCall, ToolFormat, Tools
 from .tool_hermes import tagged_region_end
 from .tool_qwen3_coder import strip_one_newline
@@ -28,7 +29,7 @@ class MiniMaxFormat(ToolFormat):
     markers = (START,)
     start_marker = START
 
-    def region_end(self, region: str) -> int | None:
+    def region_end(self, region: str, scans: Scans) -> int | None:
         return tagged_region_end(region, END)
 
     def parse_region(self, region: str, tools: Tools | None) -> list[ParsedCall]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import re
 
-from .scan import arguments_object, bracket_end, skip_ws
+from .scan import Scans, arguments_object, skip_ws
 from .tool_base import ParsedCall, ToolFormat, Tools, Verdict
 from .tool_hermes import call_from_object
 
@@ -43,19 +43,19 @@ class MistralFormat(ToolFormat):
             return Verdict.YES
         return Verdict.MAYBE if _could_become_header(text) else Verdict.NO
 
-    def region_end(self, region: str) -> int | None:
+    def region_end(self, region: str, scans: Scans) -> int | None:
         at = skip_ws(region, len(START) if region.startswith(START) else 0)
         if at >= len(region):
             return None
         if region[at] in "[{":
-            return bracket_end(region, at)
+            return scans.bracket_end(region, at)
         header = _HEADER.match(region, at)
         if header is None:
             return None if _could_become_header(region[at:]) else len(region)
         at = skip_ws(region, header.end())
         if at >= len(region):
             return None
-        return bracket_end(region, at) if region[at] == "{" else at
+        return scans.bracket_end(region, at) if region[at] == "{" else at
 
     def stream_head(self, region: str) -> tuple[str, int] | None:
         at = skip_ws(region, len(START) if region.startswith(START) else 0)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import ast
 from typing import Any
 
-from .scan import bracket_end
+from .scan import Scans
 from .tool_base import NotACall, ParsedCall, ToolFormat, Tools
 from .tool_hermes import tagged_region_end
 
@@ -74,10 +74,10 @@ class PythonicFormat(ToolFormat):
     leading_markers = ("[",)
     start_marker = "["
 
-    def region_end(self, region: str) -> int | None:
+    def region_end(self, region: str, scans: Scans) -> int | None:
         if region.startswith(START):
             return tagged_region_end(region, END)
-        return bracket_end(region, 0, quotes="\"'")
+        return scans.bracket_end(region, 0, quotes="\"'")
 
     def parse_region(self, region: str, tools: Tools | None) -> list[ParsedCall]:
         if region.startswith(START):

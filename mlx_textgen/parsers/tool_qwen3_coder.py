@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 
+from .scan import Scans
 from .tool_base import ParsedCall, ToolFormat, Tools
 from .tool_hermes import END, START, tagged_region_end
 from .values import convert_value, tool_properties
@@ -35,7 +36,7 @@ class Qwen3CoderFormat(ToolFormat):
     markers = (START,)
     start_marker = START
 
-    def region_end(self, region: str) -> int | None:
+    def region_end(self, region: str, scans: Scans) -> int | None:
         return tagged_region_end(region, END)
 
     def parse_region(self, region: str, tools: Tools | None) -> list[ParsedCall]:

@@ -277,3 +277,15 @@ def test_streaming_never_opens_a_call_of_a_tool_not_given() -> None:
     deltas = [parser.feed(ch) for ch in text] + [parser.finish()]
     assert not any(d.tool_calls for d in deltas)
     assert accumulate(deltas).content == text
+
+
+def test_bracket_scanner_resumes_where_it_stopped() -> None:
+    from mlx_textgen.parsers.scan import BracketScanner, bracket_end
+
+    text = 'x{"a": "}\\"]", "b": [1, {"c": "{"}], "d": \'}\'} tail'
+    for quotes in ('"', "\"'"):
+        resumed = BracketScanner(1, quotes)
+        for cut in range(2, len(text) + 1):
+            assert resumed.scan(text[:cut]) == bracket_end(text[:cut], 1, quotes), (quotes, cut)
+    assert bracket_end(text, 1, "\"'") == text.index(" tail")
+    assert bracket_end("{]", 0) == 2  # a mismatched bracket ends the scan for the parse to refuse
