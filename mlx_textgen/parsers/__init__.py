@@ -17,6 +17,7 @@ from .registry import (
     make_tool_parser,
     parse_tool_calls,
 )
+from .response import ResponseDelta, ResponseParser, make_response_parser
 from .tool_base import ToolCallParser, ToolFormat
 from .types import (
     Delta,
@@ -35,6 +36,8 @@ __all__ = [
     "ReasoningDelta",
     "ReasoningFormat",
     "ReasoningParser",
+    "ResponseDelta",
+    "ResponseParser",
     "ToolCall",
     "ToolCallDelta",
     "ToolCallParser",
@@ -46,6 +49,7 @@ __all__ = [
     "get_reasoning_format",
     "get_tool_format",
     "make_reasoning_parser",
+    "make_response_parser",
     "make_tool_parser",
     "parse_tool_calls",
     "template_supports_tools",

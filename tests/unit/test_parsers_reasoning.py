@@ -171,3 +171,24 @@ def test_unknown_reasoning_parser_lists_valid_names() -> None:
         and "qwen3" in str(err.value)
         and "gpt_oss" in str(err.value)
     )
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 1000])
+def test_response_parser_chains_reasoning_then_tools(chunk: int) -> None:
+    from mlx_textgen.parsers import make_response_parser
+
+    text = (
+        "<think>\nI should call it.\n</think>\n\nSure.\n<tool_call>\n"
+        '{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>'
+    )
+    parser = make_response_parser(tool_parser="qwen3", reasoning_parser="qwen3")
+    deltas = [parser.feed(text[i : i + chunk]) for i in range(0, len(text), chunk)]
+    deltas.append(parser.finish())
+    assert "".join(d.reasoning for d in deltas) == "\nI should call it.\n"
+    assert "".join(d.content for d in deltas) == "Sure."
+    pieces = [p for d in deltas for p in d.tool_calls]
+    assert [p.name for p in pieces if p.name] == ["get_weather"]
+    assert "".join(p.arguments or "" for p in pieces) == '{"city": "Paris"}'
+    plain = make_response_parser()
+    assert plain.feed("<think>x</think>").content == "<think>x</think>"
+    assert not plain.in_reasoning and not plain.finish()
