@@ -9,7 +9,7 @@ from __future__ import annotations
 from mlx_textgen.engine.request import SamplingParams
 from mlx_textgen.guided.compiler import GrammarCache, make_tokenizer
 from mlx_textgen.guided.constraint import Constraint, GrammarConstraint, Triggered
-from mlx_textgen.guided.mask import Guide
+from mlx_textgen.guided.mask import Guide, MaskBatch
 from mlx_textgen.models.loader import ModelInfo
 
 
@@ -18,6 +18,12 @@ class Guides:
 
     def __init__(self) -> None:
         self._caches: dict[str, GrammarCache] = {}
+        self._batches: dict[str, MaskBatch] = {}
+
+    def begin_step(self) -> None:
+        """Once per engine step, before any model call (see guided/mask.py)."""
+        for batch in self._batches.values():
+            batch.begin_step()
 
     def _cache(self, info: ModelInfo) -> GrammarCache:
         cache = self._caches.get(info.name)
@@ -45,4 +51,7 @@ class Guides:
             constraint = Triggered(
                 constraint, params.grammar_trigger, params.trigger_included, cache.tokenizer
             )
-        return Guide(constraint, vocab_size)
+        batch = self._batches.get(info.name)
+        if batch is None or batch.words != (vocab_size + 31) // 32:
+            batch = self._batches[info.name] = MaskBatch(vocab_size)
+        return Guide(constraint, batch)

@@ -152,6 +152,7 @@ class EngineLoop:
         finished sequence's commit, timeouts."""
         began, stats = time.perf_counter(), self.stats
         self._joined = 0
+        self._guides.begin_step()
         try:
             self._timed("admit", self._admit)
             if self._by_uid or self._solo is not None:
@@ -493,6 +494,8 @@ class EngineLoop:
         self._forget(seq)
 
     def _forget(self, seq: Sequence) -> None:
+        if seq.guide is not None:
+            seq.guide.close()
         if self._by_id.pop(seq.request_id, None) is not None:
             req = seq.request
             self._trace.request(req.request_id, req.arrival_time, seq.first_token_time, seq.num_generated)

@@ -14,7 +14,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 from mlx_textgen.guided.compiler import ConstraintError, GrammarCache
 from mlx_textgen.guided.constraint import GrammarConstraint, Triggered, mask_words
 from mlx_textgen.guided.forms import JsonStyle, after_whitespace, from_request
-from mlx_textgen.guided.mask import Guide, apply_bitmask
+from mlx_textgen.guided.mask import Guide, MaskBatch, apply_bitmask
 
 SCHEMA = {"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]}
 
@@ -215,25 +215,43 @@ def test_a_trigger_followed_by_what_the_grammar_refuses_leaves_the_output_free(t
     assert not c.fill_mask(mask_words(VOCAB))
 
 
-def test_mask_sets_disallowed_tokens_to_minus_inf_and_pads_a_larger_vocab():
+def test_mask_sets_disallowed_tokens_to_minus_inf():
     words = mask_words(40)
     words[0] = 0b1010  # tokens 1 and 3
-    words[1] = 1  # token 32
+    words[1] = 1 | (1 << 20)  # tokens 32 and 52, past the model's 48
     logits = mx.zeros((1, 48))
-    out = np.array(apply_bitmask(logits, words)[0])
+    out = np.array(apply_bitmask(logits, mx.array(words))[0])
     assert [i for i in range(48) if np.isfinite(out[i])] == [1, 3, 32]
 
 
 def test_guide_observes_each_token_once(tokenizer):
     cache = GrammarCache(lambda: tokenizer)
     grammar = from_request({"guided_regex": "ab+"}, JsonStyle()).grammar
-    guide = Guide(GrammarConstraint(cache.matcher(grammar)), VOCAB)
+    batch = MaskBatch(VOCAB)
+    guide = Guide(GrammarConstraint(cache.matcher(grammar)), batch)
     sample = guide.sampler(lambda lp: mx.argmax(lp, axis=-1))
     logits = mx.zeros((1, VOCAB)).at[:, ids("b")[0]].add(1.0)  # "b" over EOS where both fit
     for expected in "abb":
-        masked = guide(mx.array([]), logits)
-        token = sample(masked)
+        batch.begin_step()
+        token = sample(guide(mx.array([]), logits))
         assert int(token.item()) == ids(expected)[0]
     guide.observe(2, ids("b")[0])  # the sequence's own accounting of the last token...
+    batch.begin_step()
     guide(mx.array([]), logits)  # ...then the processor's: counted once
     assert guide.consumed == 3 and guide.error() is None
+
+
+def test_one_refresh_computes_every_guide_whose_mask_is_out_of_date(tokenizer):
+    cache = GrammarCache(lambda: tokenizer)
+    batch = MaskBatch(VOCAB)
+    a = Guide(GrammarConstraint(cache.matcher(from_request({"guided_regex": "a+"}, JsonStyle()).grammar)), batch)
+    b = Guide(GrammarConstraint(cache.matcher(from_request({"guided_regex": "b+"}, JsonStyle()).grammar)), batch)
+    logits = mx.zeros((1, VOCAB))
+    batch.begin_step()
+    a(mx.array([]), logits)
+    assert b.mask_at == 0 and b.row is not None  # computed in a's refresh
+    row_before = b.row
+    assert int(mx.argmax(b(mx.array([]), logits)).item()) == ids("b")[0]
+    assert b.row is row_before  # still current: no second refresh in the step
+    b.close()
+    assert len(batch._guides) == 1
