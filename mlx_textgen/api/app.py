@@ -145,9 +145,12 @@ def create_app(engine: ModelRegistry, api_keys: list[str], max_body_bytes: int) 
         return JSONResponse(error_body(exc.status_code, message), status_code=exc.status_code)
 
     @app.get("/health")
-    async def health() -> Any:
+    async def health(memory: bool = False) -> Any:
         # The server is up while it can answer: a model whose engine died is unloaded and
-        # loads again on its next request (its state says so here).
+        # loads again on its next request (its state says so here). `memory`: ask each
+        # engine for its memory now (between its steps), not as of its load.
+        if memory:
+            await engine.refresh_memory()
         return {
             "status": "ok",
             "in_flight": engine.in_flight,

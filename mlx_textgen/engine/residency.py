@@ -41,7 +41,8 @@ class Slot:
     footprint: int = 0  # bytes: estimated when prepared, measured once loaded
     reserved: bool = False  # its footprint counts against the budget
     engine: Any = None  # the Engine while loaded
-    info: Any = None  # its ModelInfo, kept after an unload (names, tokenizer)
+    info: Any = None  # its ModelInfo (tokenizer, context length) while loaded
+    created: int = 0  # when it was first loaded (unix time), for /v1/models
     load_task: Any = None
     loads: int = 0
     last_error: str | None = None

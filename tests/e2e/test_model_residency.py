@@ -35,7 +35,8 @@ def random_dir(smollm2_gguf, cache_root, tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def both(smollm2_gguf, random_dir, cache_root, tmp_path_factory):
     models = [{"model_id_or_path": smollm2_gguf, "model_name": "smol", "aliases": ["smol-alias"]},
-              {"model_id_or_path": str(random_dir), "model_name": "tiny"}]
+              {"model_id_or_path": str(random_dir), "model_name": "tiny"},
+              {"model_id_or_path": "/nonexistent/missing.gguf", "model_name": "missing"}]
     srv = start(tmp_path_factory, cache_root, models, max_loaded_models=2)
     yield srv
     srv.stop()
@@ -60,7 +61,7 @@ def state(srv: ServerProcess, model: str) -> dict:
 
 def test_lists_every_configured_model_loaded_or_not(both):
     cards = {m.id: m for m in client(both).models.list().data}
-    assert list(cards) == ["smol", "tiny"]
+    assert list(cards) == ["smol", "tiny", "missing"]
     assert cards["smol"].loaded and not cards["tiny"].loaded  # the first loads at start
     assert cards["smol"].aliases == ["smol-alias"]
 
@@ -109,6 +110,15 @@ async def test_concurrent_streams_to_both(both):
         whole = complete(both, model, max_tokens=6, extra_body={"ignore_eos": True})
         assert text == whole.choices[0].text
     assert got[0][1] != got[1][1]  # two different models answered
+
+
+def test_a_model_that_cannot_load_fails_its_requests_only(both):
+    with pytest.raises(openai.InternalServerError) as exc:
+        complete(both, "missing")
+    assert exc.value.body["code"] == "model_load_failed"
+    assert "`missing`" in exc.value.body["message"] and "not found" in exc.value.body["message"]
+    assert state(both, "missing")["state"] == "unloaded" and state(both, "missing")["last_error"]
+    assert "Paris" in complete(both, "smol").choices[0].text
 
 
 def test_alias_names_the_same_model(both):

@@ -33,15 +33,15 @@ def unknown_model(http: HTTPRequest, name: str) -> APIError:
 def resolve_model(http: HTTPRequest, name: str | None) -> ModelInfo:
     """The model a request names (its own name or an alias; None: the first configured).
 
-    Generation requests hold a lease on it (api/leases.py), so it is loaded; elsewhere the
-    info kept from its last load does (names, tokenizer), and a model never loaded is a 409."""
+    Generation requests hold a lease on it (api/leases.py), so it is loaded; elsewhere a
+    model not loaded now is a 409."""
     slot = engine_of(http).resolve(name)
     if slot is None:
         raise unknown_model(http, name or "")
     if slot.info is None:
         raise APIError(
             409,
-            f"The model `{slot.name}` has not been loaded yet; send it a request or "
+            f"The model `{slot.name}` is not loaded; send it a request or "
             f"POST /v1/models/{slot.name}/load first.",
             param="model",
             code="model_not_loaded",
