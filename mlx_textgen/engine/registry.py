@@ -142,7 +142,6 @@ class ModelRegistry:
         engine: Engine | None = None
         began = time.monotonic()
         try:
-            await self._make_room(slot, deadline, with_memory=False)
             slot.state = State.PREPARING
             engine = Engine(slot.config, self.options, on_gone=self._engine_gone)
             log.info("model %s: loading (starting its engine process)", slot.name)

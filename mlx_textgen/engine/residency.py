@@ -17,14 +17,16 @@ from mlx_textgen.config import ModelConfig
 
 class State(str, Enum):
     UNLOADED = "unloaded"
-    QUEUED = "queued"  # a load waits for room; holds nothing yet
-    PREPARING = "preparing"  # its process resolves the model; holds a place in the count
+    QUEUED = "queued"  # a load is about to start
+    PREPARING = "preparing"  # its process resolves the model, then it waits for room
     LOADING = "loading"  # room reserved (count and memory), weights loading
     LOADED = "loaded"
     UNLOADING = "unloading"  # its process is exiting; still holds its memory
 
 
-HOLDS_PLACE = (State.PREPARING, State.LOADING, State.LOADED, State.UNLOADING)
+# Resolving a model holds no place: a model that can't be found fails without having
+# unloaded another to make room for it.
+HOLDS_PLACE = (State.LOADING, State.LOADED, State.UNLOADING)
 
 
 @dataclass(eq=False)

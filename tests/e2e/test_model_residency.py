@@ -4,6 +4,7 @@ random model from an MLX dir, each in its own engine process, loaded on demand."
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 import time
 from pathlib import Path
@@ -33,10 +34,19 @@ def random_dir(smollm2_gguf, cache_root, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def both(smollm2_gguf, random_dir, cache_root, tmp_path_factory):
+def stuck_dir(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("m") / "stuck"
+    d.mkdir()
+    os.mkfifo(d / "config.json")
+    return d
+
+
+@pytest.fixture(scope="module")
+def both(smollm2_gguf, random_dir, stuck_dir, cache_root, tmp_path_factory):
     models = [{"model_id_or_path": smollm2_gguf, "model_name": "smol", "aliases": ["smol-alias"]},
               {"model_id_or_path": str(random_dir), "model_name": "tiny"},
-              {"model_id_or_path": "/nonexistent/missing.gguf", "model_name": "missing"}]
+              {"model_id_or_path": "/nonexistent/missing.gguf", "model_name": "missing"},
+              {"model_id_or_path": str(stuck_dir), "model_name": "stuck"}]
     srv = start(tmp_path_factory, cache_root, models, max_loaded_models=2)
     yield srv
     srv.stop()
@@ -61,28 +71,39 @@ def state(srv: ServerProcess, model: str) -> dict:
 
 def test_lists_every_configured_model_loaded_or_not(both):
     cards = {m.id: m for m in client(both).models.list().data}
-    assert list(cards) == ["smol", "tiny", "missing"]
+    assert list(cards) == ["smol", "tiny", "missing", "stuck"]
     assert cards["smol"].loaded and not cards["tiny"].loaded  # the first loads at start
     assert cards["smol"].aliases == ["smol-alias"]
 
 
-def test_a_request_during_another_models_load_is_not_blocked(both):
-    assert state(both, "tiny")["state"] == "unloaded"
-    done: dict[str, float] = {}
-    loader = threading.Thread(target=lambda: (admin(both, "tiny", "load"),
-                                              done.setdefault("load", time.monotonic())))
+def test_a_request_during_another_models_load_is_not_blocked(both, stuck_dir):
+    # "stuck"'s config.json is a FIFO: its engine process blocks resolving it until we write.
+    loader = threading.Thread(target=lambda: admin(both, "stuck", "load"))
     loader.start()
-    assert wait_until(lambda: state(both, "tiny")["state"] != "unloaded", timeout=10)
-    r = complete(both, "smol")
-    done["smol"] = time.monotonic()
-    loader.join(120)
-    assert "Paris" in r.choices[0].text
-    assert done["smol"] < done["load"], "the loaded model's request waited for the other load"
-    assert state(both, "tiny")["state"] == "loaded"
+    try:
+        assert wait_until(lambda: state(both, "stuck")["state"] == "preparing", timeout=30)
+        r = complete(both, "smol")
+        assert "Paris" in r.choices[0].text
+        assert state(both, "stuck")["state"] == "preparing"  # still loading
+    finally:
+        _unblock(stuck_dir / "config.json")
+        loader.join(120)
+    assert wait_until(lambda: state(both, "stuck")["state"] == "unloaded", timeout=30)
+    assert state(both, "stuck")["last_error"] and state(both, "smol")["loads"] == 1
+
+
+def _unblock(fifo: Path) -> None:
+    """Answer the blocked reader with an empty config and leave a plain file behind (so a
+    later read doesn't block): that model's load then fails, as it should."""
+    plain = fifo.with_name("plain.json")
+    plain.write_text("{}")
+    with open(fifo, "w") as f:  # the reader is waiting in open(): this lets it go
+        os.replace(plain, fifo)
+        f.write("{}")
 
 
 def test_alternating_requests_do_not_reload(both):
-    complete(both, "tiny")
+    complete(both, "tiny")  # loads it
     before = both.health()["models"]
     for model in ("smol", "tiny", "smol", "tiny"):
         assert complete(both, model).model == model
@@ -144,6 +165,7 @@ def test_unload_returns_the_process_and_reload_hits_the_cache(both):
     assert wait_until(lambda: not Path(f"/proc/{pid}").exists(), timeout=10)
     again = complete(both, "smol", LONG)  # loads it again, on demand
     assert state(both, "smol")["loads"] == 2 and state(both, "smol")["engine_pid"] != pid
+    assert state(both, "tiny")["loads"] == 1  # a failed load unloaded nobody
     assert again.usage.prompt_tokens_details.cached_tokens > 0  # from the disk tier
     assert again.choices[0].text == first.choices[0].text
 

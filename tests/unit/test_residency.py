@@ -21,15 +21,12 @@ def test_count_limit_counts_what_holds_a_place() -> None:
     assert Residency(3, None).fits([a, b, new, queued], new, with_memory=False)
 
 
-def test_memory_counts_reserved_footprints_only() -> None:
-    a = slot("a", gb=2)
-    preparing = slot("p", State.PREPARING, gb=3)
-    preparing.reserved = False
-    new = slot("new", State.PREPARING, gb=2)
+def test_memory_counts_what_holds_a_place() -> None:
+    a, other, new = slot("a", gb=2), slot("o", State.LOADING, gb=3), slot("new", State.PREPARING, gb=2)
     limits = Residency(4, int(4.5 * (1 << 30)))
-    assert limits.fits([a, preparing, new], new, with_memory=True)
-    preparing.reserved = True
-    assert not limits.fits([a, preparing, new], new, with_memory=True)
+    assert not limits.fits([a, other, new], new, with_memory=True)
+    other.state = State.PREPARING  # resolving holds nothing yet
+    assert limits.fits([a, other, new], new, with_memory=True)
 
 
 def test_victim_is_the_least_recently_used_idle_unpinned() -> None:
