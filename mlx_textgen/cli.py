@@ -115,6 +115,31 @@ _ENGINE_FLAGS: tuple[_Flag, ...] = (
         "real BLAS) or keep them quantized",
     ),
     _flag("--blas", metavar="auto|off|PATH", help="BLAS library to load before MLX"),
+    _flag(
+        "--max-loaded-models",
+        type=int,
+        metavar="N",
+        help="models resident at once, one engine process each; the least recently used "
+        "idle one is unloaded to make room",
+    ),
+    _flag(
+        "--max-model-memory-gb",
+        type=float,
+        metavar="GB",
+        help="budget for the resident models' weights plus KV headroom (default: none)",
+    ),
+    _flag(
+        "--kv-headroom-tokens",
+        type=int,
+        metavar="N",
+        help="KV cache each resident model is assumed to need, in tokens",
+    ),
+    _flag(
+        "--model-wait-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="how long a request waits for room for its model before a 503",
+    ),
 )
 _OVERRIDE_KEYS = tuple(_dest(flag) for flag in (*_MODEL_FLAGS, *_SERVER_FLAGS, *_ENGINE_FLAGS))
 

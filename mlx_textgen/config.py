@@ -55,6 +55,22 @@ class ModelConfig:
     reasoning_parser: str | None = None
     default_template: str | None = None
     revision: str | None = None
+    # Residency (several models behind one endpoint; see engine/registry.py):
+    # Load at start (a failure stops the server, naming the model); None: only the first
+    # configured model is, as a server with one model has always started with it loaded.
+    preload: bool | None = None
+    pin: bool = False  # never unloaded to make room, nor by idle_ttl
+    idle_ttl: float | None = None  # seconds idle before it is unloaded; None: only for room
+    aliases: list[str] = field(default_factory=list)  # more names clients may use
+    memory_gb: float | None = None  # footprint (weights + KV) if the estimate is wrong
+
+    def preloaded(self, index: int) -> bool:
+        """Whether the model loads at start, being the `index`-th configured."""
+        return self.preload if self.preload is not None else index == 0
+
+    def names(self) -> list[str]:
+        """Every name clients may use for this model: its own first, then its aliases."""
+        return [self.resolved_name(), *self.aliases]
 
     def resolved_name(self) -> str:
         """The name clients use: ``model_name``, else derived from the path as the original did.
@@ -97,6 +113,10 @@ class ServerConfig:
     cache_disk_gb: float = 20.0  # prompt cache, cold tier under cache_dir; 0 turns it off
     max_body_bytes: int = 8 * 1024 * 1024
     log_level: str = "info"
+    max_loaded_models: int = 1  # engines (one process each) resident at once
+    max_model_memory_gb: float | None = None  # weights + KV headroom of all resident models
+    kv_headroom_tokens: int = 16384  # KV each resident model is assumed to need, in tokens
+    model_wait_timeout: float = 60.0  # seconds a request waits for room before a 503
 
     def resolved_cache_dir(self) -> pathlib.Path:
         """Where prompt caches and converted models live (see ``resolve_cache_dir``)."""
@@ -129,6 +149,11 @@ _MODEL_SPECS: dict[str, _Spec] = {
     "reasoning_parser": _Spec("str", null_ok=True),
     "default_template": _Spec("str", null_ok=True, choices=TEMPLATE_PRESETS),
     "revision": _Spec("str", null_ok=True),
+    "preload": _Spec("bool", null_ok=True),
+    "pin": _Spec("bool"),
+    "idle_ttl": _Spec("float", null_ok=True, low=0.0),
+    "aliases": _Spec("str_list"),
+    "memory_gb": _Spec("float", null_ok=True, low=0.0),
 }
 
 _SERVER_SPECS: dict[str, _Spec] = {
@@ -150,6 +175,10 @@ _SERVER_SPECS: dict[str, _Spec] = {
     "cache_disk_gb": _Spec("float", low=0.0),
     "max_body_bytes": _Spec("int", low=1),
     "log_level": _Spec("str", choices=LOG_LEVELS),
+    "max_loaded_models": _Spec("int", low=1),
+    "max_model_memory_gb": _Spec("float", null_ok=True, low=0.0),
+    "kv_headroom_tokens": _Spec("int", low=0),
+    "model_wait_timeout": _Spec("float", low=0.0),
 }
 
 _TYPE_WORDS = {
@@ -388,18 +417,34 @@ def check_config(
                 line=lines[index],
                 source=source,
             )
-        name = model.resolved_name()
-        if name in first_use:
-            other = first_use[name]
-            at = f" (line {lines[other]})" if lines[other] else ""
-            raise ConfigError(
-                f"model name {name!r} is already used by model_configs[{other}]{at}; "
-                "set model_name to tell them apart",
-                key=f"model_configs[{index}]",
-                line=lines[index],
-                source=source,
-            )
-        first_use[name] = index
+        for name in model.names():
+            if name in first_use:
+                other = first_use[name]
+                at = f" (line {lines[other]})" if lines[other] else ""
+                raise ConfigError(
+                    f"model name {name!r} is already used by model_configs[{other}]{at}; "
+                    "set model_name or aliases to tell them apart",
+                    key=f"model_configs[{index}]",
+                    line=lines[index],
+                    source=source,
+                )
+            first_use[name] = index
+    _check_residency(config, lines, source)
+
+
+def _check_residency(config: ServerConfig, lines: list[int | None], source: str) -> None:
+    """More preloaded models than may be resident could never start."""
+    preload = [i for i, m in enumerate(config.model_configs) if m.preloaded(i)]
+    if len(preload) > config.max_loaded_models:
+        names = ", ".join(config.model_configs[i].resolved_name() for i in preload)
+        raise ConfigError(
+            f"{len(preload)} models load at start ({names}; preload, or the first one) but "
+            "max_loaded_models is "
+            f"{config.max_loaded_models}",
+            key=f"model_configs[{preload[-1]}].preload",
+            line=lines[preload[-1]],
+            source=source,
+        )
 
 
 def apply_overrides(config: ServerConfig, **values: Any) -> ServerConfig:

@@ -36,6 +36,11 @@ _MODEL_COMMENTS = {
     "reasoning_parser": "e.g. deepseek_r1 to split <think> reasoning from the answer",
     "default_template": f"chat template preset ({', '.join(TEMPLATE_PRESETS)}); null = the model's",
     "revision": "branch, tag or commit when model_id_or_path is a repo id",
+    "preload": "load at start (a failure stops it); null = the first model only; else on demand",
+    "pin": "never unload it (not for room, not for idle_ttl)",
+    "idle_ttl": "seconds idle before it is unloaded; null = only when room is needed",
+    "aliases": "more names clients may use for this model",
+    "memory_gb": "its footprint (weights + KV) in GB; null = estimated from its files",
 }
 _SERVER_COMMENTS = {
     "host": "address to listen on",
@@ -58,6 +63,10 @@ _OWN_COMMENTS = {
     "cache_disk_gb": "prompt cache on disk under cache_dir (cold tier, survives restarts), GB",
     "max_body_bytes": "largest accepted request body",
     "log_level": ", ".join(LOG_LEVELS),
+    "max_loaded_models": "models resident at once (one engine process each); LRU idle one goes",
+    "max_model_memory_gb": "budget for resident models' weights + KV headroom; null = none",
+    "kv_headroom_tokens": "KV each resident model is assumed to need, in tokens",
+    "model_wait_timeout": "seconds a request waits for a model to make room, then 503",
 }
 
 

@@ -1,4 +1,4 @@
-"""Start the server: start the engine process, serve the API with uvicorn."""
+"""Start the server: the model registry (an engine process per resident model), the API."""
 
 from __future__ import annotations
 
@@ -24,46 +24,54 @@ def setup_logging(level: str) -> None:
 
 
 def build_app(cfg: ServerConfig) -> Any:
-    """Load the models in the engine process, then build the ASGI app around the engine.
+    """Build the model registry, preload the models marked `preload`, and the ASGI app.
 
-    Raises ModelLoadError (with a one-line reason) when a model can't be loaded."""
+    Raises ModelLoadError (with a one-line reason naming the model) when a preloaded model
+    can't be loaded. Models not preloaded load on their first request."""
     from mlx_textgen.api.app import create_app
     from mlx_textgen.cache.manager import CacheOptions
-    from mlx_textgen.engine.engine import Engine, EngineOptions, EngineStartupError
+    from mlx_textgen.engine.engine import EngineOptions, EngineStartupError
+    from mlx_textgen.engine.registry import ModelRegistry
 
-    engine = Engine(
-        cfg.model_configs,
-        EngineOptions(
-            cache_root=cfg.resolved_cache_dir(),
-            cpu_weights=cfg.cpu_weights,
-            max_running_requests=cfg.max_running_requests,
-            max_queued_requests=cfg.max_queued_requests,
-            request_timeout=cfg.request_timeout,
-            blas=cfg.blas,
-            prompt_cache=CacheOptions(
-                root=cfg.resolved_cache_dir() / "prompt_cache",
-                ram_budget_bytes=int(cfg.cache_ram_gb * (1 << 30)),
-                disk_budget_bytes=int(cfg.cache_disk_gb * (1 << 30)),
-                min_tokens=cfg.min_tokens,
-                max_entries=cfg.max_capacity,
-                replace_threshold=cfg.replace_threshold,
-                max_reprocess_tokens=cfg.max_reprocess_tokens,
-            ),
+    options = EngineOptions(
+        cache_root=cfg.resolved_cache_dir(),
+        cpu_weights=cfg.cpu_weights,
+        max_running_requests=cfg.max_running_requests,
+        max_queued_requests=cfg.max_queued_requests,
+        request_timeout=cfg.request_timeout,
+        blas=cfg.blas,
+        kv_headroom_tokens=cfg.kv_headroom_tokens,
+        prompt_cache=CacheOptions(
+            root=cfg.resolved_cache_dir() / "prompt_cache",
+            ram_budget_bytes=int(cfg.cache_ram_gb * (1 << 30)),
+            disk_budget_bytes=int(cfg.cache_disk_gb * (1 << 30)),
+            min_tokens=cfg.min_tokens,
+            max_entries=cfg.max_capacity,
+            replace_threshold=cfg.replace_threshold,
+            max_reprocess_tokens=cfg.max_reprocess_tokens,
         ),
     )
+    registry = ModelRegistry(
+        cfg.model_configs,
+        options,
+        max_loaded_models=cfg.max_loaded_models,
+        max_model_memory_gb=cfg.max_model_memory_gb,
+        wait_timeout=cfg.model_wait_timeout,
+    )
     try:
-        engine.load()
+        registry.preload()
     except EngineStartupError as exc:
-        engine.stop()
         raise ModelLoadError(str(exc)) from None
-    app = create_app(engine, list(cfg.api_keys), cfg.max_body_bytes)
+    app = create_app(registry, list(cfg.api_keys), cfg.max_body_bytes)
 
     @asynccontextmanager
     async def lifespan(_: Any) -> Any:
-        engine.attach(asyncio.get_running_loop())
-        log.info("serving %s on http://%s:%d/v1", ", ".join(engine.models), cfg.host, cfg.port)
+        registry.attach(asyncio.get_running_loop())
+        loaded = ", ".join(registry.models) or "none yet"
+        log.info("serving %s (loaded: %s) on http://%s:%d/v1", ", ".join(registry.names), loaded,
+                 cfg.host, cfg.port)  # fmt: skip
         yield
-        engine.stop()
+        await asyncio.to_thread(registry.stop)
 
     app.router.lifespan_context = lifespan
     return app
@@ -77,8 +85,6 @@ def run(cfg: ServerConfig) -> None:
     try:
         app = build_app(cfg)
     except ModelLoadError as exc:
-        log.error("could not load the model(s): %s", exc)
+        log.error("could not load %s", exc)
         raise SystemExit(1) from None
     uvicorn.run(app, host=cfg.host, port=cfg.port, log_level=cfg.log_level.lower(), access_log=False)
-    if not app.state.engine.alive:  # a supervisor should restart us
-        raise SystemExit(1)

@@ -13,10 +13,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mlx_textgen.api.errors import APIError, error_body, error_response
 from mlx_textgen.api import constraints
+from mlx_textgen.api.leases import ModelLeases
 from mlx_textgen.api.routes import cache, chat, completions, models
 
 if TYPE_CHECKING:
-    from mlx_textgen.engine.engine import Engine
+    from mlx_textgen.engine.registry import ModelRegistry
 
 
 _TYPE_TAGS = {"str", "int", "float", "bool", "dict", "list", "none"}
@@ -124,7 +125,9 @@ class APIKeys:
         await self.app(scope, receive, send)
 
 
-def create_app(engine: Engine, api_keys: list[str], max_body_bytes: int) -> FastAPI:
+def create_app(engine: ModelRegistry, api_keys: list[str], max_body_bytes: int) -> FastAPI:
+    """The app around the model registry (`app.state.engine`: the routes' one door to the
+    engines, whichever models are loaded)."""
     app = FastAPI(title="mlx-textgen", docs_url=None, redoc_url=None)
     app.state.engine = engine
     constraints.warm(engine.models.values())
@@ -144,20 +147,24 @@ def create_app(engine: Engine, api_keys: list[str], max_body_bytes: int) -> Fast
         return JSONResponse(error_body(exc.status_code, message), status_code=exc.status_code)
 
     @app.get("/health")
-    async def health() -> Any:
-        if not engine.alive:
-            return JSONResponse(error_body(503, "The engine process is not running."), status_code=503)
+    async def health(memory: bool = False) -> Any:
+        # The server is up while it can answer: a model whose engine died is unloaded and
+        # loads again on its next request (its state says so here). `memory`: ask each
+        # engine for its memory now (between its steps), not as of its load.
+        if memory:
+            await engine.refresh_memory()
         return {
             "status": "ok",
-            "models": list(engine.models),
             "in_flight": engine.in_flight,
             "stats": engine.stats,
+            **engine.health(),
         }
 
     app.include_router(models.router)
     app.include_router(completions.router)
     app.include_router(chat.router)
     app.include_router(cache.router)
+    app.add_middleware(ModelLeases, registry=engine)  # inside APIKeys: no key, no load
     app.add_middleware(APIKeys, keys=api_keys)
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)  # outermost: runs first
     return app

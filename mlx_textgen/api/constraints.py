@@ -7,6 +7,7 @@ request arrives there, off its model thread.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
@@ -20,15 +21,18 @@ if TYPE_CHECKING:
     from mlx_textgen.api.protocol import _Common
     from mlx_textgen.models.loader import ModelInfo
 
-_caches: dict[tuple[str, str], GrammarCache] = {}
+_caches: dict[int, GrammarCache] = {}
 
 
 def grammar_cache(info: ModelInfo) -> GrammarCache:
-    key = (info.name, str(info.model_dir))
+    """The grammar cache of a loaded model; it goes when the model's info does (an unloaded
+    model's tokenizer and compiled grammars are not kept)."""
+    key = id(info)
     cache = _caches.get(key)
     if cache is None:
         hf, eos = info.hf_tokenizer, info.eos_token_ids
         cache = _caches[key] = GrammarCache(lambda: make_tokenizer(hf, eos))
+        weakref.finalize(info, _caches.pop, key, None)
     return cache
 
 

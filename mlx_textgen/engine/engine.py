@@ -1,8 +1,8 @@
-"""The asyncio side of the engine: submit requests, stream their outputs, abort them.
+"""The asyncio side of one model's engine: submit requests, stream their outputs, abort them.
 
 Nothing here calls MLX: the engine loop runs in its own process (`worker.py`); its
 outputs come back on a reader thread and through `loop.call_soon_threadsafe` into one
-asyncio queue per request.
+asyncio queue per request. engine/registry.py keeps one Engine per resident model.
 """
 
 from __future__ import annotations
@@ -12,10 +12,8 @@ import concurrent.futures
 import dataclasses
 import itertools
 import logging
-import os
-import signal
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,11 +27,6 @@ from mlx_textgen.models.loader import ModelInfo
 log = logging.getLogger("mlx_textgen.engine")
 
 __all__ = ["Engine", "EngineOptions", "EngineStartupError", "Overloaded", "TooManyChoices"]
-
-
-def _interrupt() -> None:
-    """Ask the server to shut down as Ctrl-C would (uvicorn handles SIGINT gracefully)."""
-    os.kill(os.getpid(), signal.SIGINT)
 
 
 def fold(batch: list[tuple[int, RequestOutput]]) -> list[tuple[int, RequestOutput]]:
@@ -80,13 +73,27 @@ class EngineOptions:
     request_timeout: float | None = None
     prompt_cache: CacheOptions | None = None
     blas: str = "auto"
+    kv_headroom_tokens: int = 16384
 
 
 class Engine:
-    """Front door of the MLX thread for the HTTP layer."""
+    """Front door of one model's engine process for the HTTP layer.
 
-    def __init__(self, configs: list[ModelConfig], options: EngineOptions) -> None:
+    `start` (the process resolves the model and estimates its footprint) and `load` (the
+    weights) block: call them off the event loop. `on_gone(engine)` runs on the event loop
+    when the process exits on its own, after its requests were failed."""
+
+    def __init__(
+        self,
+        config: ModelConfig,
+        options: EngineOptions,
+        on_gone: Callable[[Engine], None] | None = None,
+    ) -> None:
         self.options = options
+        self.config = config
+        self.name = config.resolved_name()
+        self.memory: dict[str, int] = {}  # memory_stats() as of the load
+        self._on_gone = on_gone
         # request id -> (the queue of its submission, its index there)
         self._routes: dict[str, tuple[asyncio.Queue[tuple[int, RequestOutput]], int]] = {}
         self._aio: asyncio.AbstractEventLoop | None = None
@@ -107,17 +114,31 @@ class Engine:
             "prompt_cache": dataclasses.asdict(options.prompt_cache)
             if options.prompt_cache
             else None,
+            "kv_headroom_tokens": options.kv_headroom_tokens,
         }
-        self._process = EngineProcess(configs, loop_options, options.blas, self._on_message)
+        self._process = EngineProcess(config, loop_options, options.blas, self._on_message)
 
     @property
     def models(self) -> dict[str, ModelInfo]:
         return self._models
 
+    @property
+    def info(self) -> ModelInfo:
+        return next(iter(self._models.values()))
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid
+
+    def start(self) -> Any:
+        """Start the engine process; returns the model's estimated Footprint once resolved
+        (EngineStartupError, one line, when it can't be)."""
+        return self._process.start()
+
     def load(self) -> None:
-        """Start the engine process and wait until its models are ready; EngineStartupError
-        (one line) when they can't be loaded."""
-        self._models = self._process.start()
+        """Load the weights and wait until the model is ready (EngineStartupError, one line,
+        when it can't be loaded)."""
+        self._models, self.memory = self._process.load()
 
     def attach(self, aio: asyncio.AbstractEventLoop) -> None:
         """The event loop that outputs are delivered on (the server's)."""
@@ -157,10 +178,12 @@ class Engine:
                 fut.set_exception(RuntimeError(result))
         elif kind == "gone" and not self._stopping:
             self._gone = True
-            log.error("the engine process exited unexpectedly; stopping the server")
-            self._fail_everything("the engine process exited")
-            if self._aio is not None:  # let the error events go out, then shut down
-                self._aio.call_soon_threadsafe(self._aio.call_later, 0.5, _interrupt)
+            code = self._process.exitcode
+            log.error("the engine process of model %s exited unexpectedly (exit code %s); "
+                      "its requests fail", self.name, code)  # fmt: skip
+            self._fail_everything(f"the engine process of model {self.name} exited")
+            if self._aio is not None and self._on_gone is not None:
+                self._aio.call_soon_threadsafe(self._on_gone, self)
 
     def _fail_everything(self, message: str) -> None:
         for fut in list(self._calls.values()):

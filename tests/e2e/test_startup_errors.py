@@ -18,13 +18,26 @@ def serve(*args: str, tmp_path) -> subprocess.CompletedProcess:
 def test_missing_gguf(tmp_path):
     r = serve("-m", str(tmp_path / "nope.gguf"), tmp_path=tmp_path)
     assert r.returncode == 1
-    assert "could not load the model(s): FileNotFoundError: GGUF file not found" in r.stderr
+    assert "could not load model `nope`: FileNotFoundError: GGUF file not found" in r.stderr
     assert "Traceback" not in r.stderr
 
 
 def test_unknown_hub_repo_offline(tmp_path):
     r = serve("-m", "some-org/NoSuchModel-4bit", "--revision", "main", tmp_path=tmp_path)
-    assert r.returncode == 1 and "could not load the model(s)" in r.stderr
+    assert r.returncode == 1 and "could not load model `nosuchmodel`" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_preloaded_second_model_missing_names_it(tmp_path, smollm2_gguf):
+    import yaml
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump({"max_loaded_models": 2, "model_configs": [
+        {"model_id_or_path": smollm2_gguf, "preload": False},
+        {"model_id_or_path": str(tmp_path / "gone.gguf"), "model_name": "second", "preload": True},
+    ]}))
+    r = serve("--config-file", str(cfg), tmp_path=tmp_path)
+    assert r.returncode == 1 and "could not load model `second`: FileNotFoundError" in r.stderr
     assert "Traceback" not in r.stderr
 
 

@@ -264,3 +264,13 @@ def test_python_dash_m_and_no_mlx_import() -> None:
         cwd=REPO, capture_output=True, text=True, check=True,
     )  # fmt: skip
     assert "--use-reasoning-content" in result.stdout
+
+
+def test_residency_flags_reach_the_config() -> None:
+    from mlx_textgen.cli import build_config, build_parser
+
+    args = build_parser().parse_args(["serve", "-m", "/m/a.gguf", "-m", "/m/b", "--max-loaded-models",
+                                      "2", "--max-model-memory-gb", "6.5", "--model-wait-timeout", "3"])
+    cfg = build_config(args)
+    assert (cfg.max_loaded_models, cfg.max_model_memory_gb, cfg.model_wait_timeout) == (2, 6.5, 3.0)
+    assert [m.preloaded(i) for i, m in enumerate(cfg.model_configs)] == [True, False]

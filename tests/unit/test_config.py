@@ -337,3 +337,45 @@ def test_default_config_refuses_to_overwrite(tmp_path: Path) -> None:
 def test_default_config_needs_a_model(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="at least 1"):
         write_default_config(tmp_path / "x.yaml", num_models=0, force=False)
+
+
+# -- residency keys (several models behind one endpoint) ------------------------------------
+
+
+def test_residency_keys_parse() -> None:
+    from mlx_textgen.config import parse_config
+
+    cfg = parse_config(
+        "model_configs:\n"
+        "- model_id_or_path: /m/a\n  aliases: [first, one]\n  pin: true\n  idle_ttl: 30\n"
+        "- model_id_or_path: /m/b\n  preload: false\n  memory_gb: 1.5\n"
+        "max_loaded_models: 2\nmax_model_memory_gb: 8\nmodel_wait_timeout: 5\n"
+    )
+    a, b = cfg.model_configs
+    assert a.names() == ["a", "first", "one"] and a.pin and a.idle_ttl == 30.0
+    assert a.preloaded(0) and not b.preloaded(1) and b.memory_gb == 1.5
+    assert cfg.max_loaded_models == 2 and cfg.max_model_memory_gb == 8.0
+
+
+def test_alias_clash_names_the_line() -> None:
+    import pytest
+
+    from mlx_textgen.config import ConfigError, parse_config
+
+    with pytest.raises(ConfigError) as exc:
+        parse_config("model_configs:\n- model_id_or_path: /m/a\n- model_id_or_path: /m/b\n"
+                     "  aliases: [a]\n")
+    assert "line 3" in str(exc.value) and "'a' is already used" in str(exc.value)
+
+
+def test_more_preloads_than_may_be_resident() -> None:
+    import pytest
+
+    from mlx_textgen.config import ConfigError, parse_config
+
+    with pytest.raises(ConfigError) as exc:
+        parse_config("model_configs:\n- model_id_or_path: /m/a\n- model_id_or_path: /m/b\n"
+                     "  preload: true\n")
+    assert "max_loaded_models is 1" in str(exc.value) and "line 3" in str(exc.value)
+    with pytest.raises(ConfigError, match="idle_ttl"):
+        parse_config("model_configs:\n- model_id_or_path: /m/a\n  idle_ttl: -1\n")

@@ -16,27 +16,40 @@ from mlx_textgen.engine.engine import Overloaded, TooManyChoices
 from mlx_textgen.guided.forms import JsonStyle
 
 if TYPE_CHECKING:
-    from mlx_textgen.engine.engine import Engine
+    from mlx_textgen.engine.registry import ModelRegistry
     from mlx_textgen.models.loader import ModelInfo
 
 
-def engine_of(http: HTTPRequest) -> Engine:
+def engine_of(http: HTTPRequest) -> ModelRegistry:
     return http.app.state.engine
 
 
+def unknown_model(http: HTTPRequest, name: str) -> APIError:
+    return APIError(
+        404,
+        f"The model `{name}` does not exist. Available: {', '.join(engine_of(http).names)}",
+        param="model",
+        code="model_not_found",
+    )
+
+
 def resolve_model(http: HTTPRequest, name: str | None) -> ModelInfo:
-    models = engine_of(http).models
-    if name is None:
-        return next(iter(models.values()))
-    info = models.get(name)
-    if info is None:
+    """The model a request names (its own name or an alias; None: the first configured).
+
+    Generation requests hold a lease on it (api/leases.py), so it is loaded; elsewhere a
+    model not loaded now is a 409."""
+    slot = engine_of(http).resolve(name)
+    if slot is None:
+        raise unknown_model(http, name or "")
+    if slot.info is None:
         raise APIError(
-            404,
-            f"The model `{name}` does not exist. Available: {', '.join(models)}",
+            409,
+            f"The model `{slot.name}` is not loaded; send it a request or "
+            f"POST /v1/models/{slot.name}/load first.",
             param="model",
-            code="model_not_found",
+            code="model_not_loaded",
         )
-    return info
+    return slot.info
 
 
 def json_style(http: HTTPRequest) -> JsonStyle:
