@@ -118,8 +118,7 @@ def main() -> None:
         line = "  ".join(f"{k} {statistics.median(v) * 1e3:6.2f}" for k, v in rows.items())
         print(f"streams={n:2d} median step ms: {line}   guide call median {statistics.median(host) * 1e6:.0f} us"
               f" (p90 {sorted(host)[int(len(host) * 0.9)] * 1e6:.0f} us), llguidance mask median"
-              f" {statistics.median(fills) * 1e6:.0f} us (p90 {sorted(fills)[int(len(fills) * 0.9)] * 1e6:.0f})",
-              flush=True)
+              f" {statistics.median(fills or [0]) * 1e6:.0f} us", flush=True)
     lp.stop()
 
 
