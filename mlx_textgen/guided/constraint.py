@@ -29,11 +29,6 @@ class Constraint(Protocol):
 
     def fork(self) -> Constraint: ...
 
-    def matcher(self) -> LLMatcher | None:
-        """The llguidance matcher whose next-token mask is this constraint's mask now, so a
-        batch can compute many at once in parallel; None: use `fill_mask`."""
-        ...
-
 
 def mask_words(vocab_size: int) -> np.ndarray:
     """A bitmask buffer for a vocabulary of `vocab_size` tokens."""
@@ -62,9 +57,6 @@ class GrammarConstraint:
 
     def fork(self) -> GrammarConstraint:
         return GrammarConstraint(self._m.deep_copy())
-
-    def matcher(self) -> LLMatcher | None:
-        return self._m
 
 
 class Triggered:
@@ -116,9 +108,6 @@ class Triggered:
 
     def error(self) -> str | None:
         return self.inner.error() if self.active else None
-
-    def matcher(self) -> LLMatcher | None:
-        return self.inner.matcher() if self.active else None
 
     def fork(self) -> Triggered:
         twin = Triggered(self.inner.fork(), self.trigger.decode(), self.include, self._tokenizer)

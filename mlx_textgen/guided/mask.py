@@ -8,8 +8,7 @@ in a step queues that forward pass, then waits for token t of every constrained 
 the host while the forward runs; only the sampling of step t+1 waits for the masks. So a
 constraint adds no device round trip.
 
-The masks of a step are computed in parallel on llguidance's threads, and all of them
-travel to the device as one array of packed words (4 bytes per 32
+All of a step's masks travel to the device as one array of packed words (4 bytes per 32
 tokens): on a GPU each separate host-to-device array cost about 0.1 ms (H200, 1B model),
 which at 16 constrained streams was a sixth of the step. Each row is then unpacked and
 applied by one compiled kernel: portable MLX operations, nothing backend-specific.
@@ -22,19 +21,7 @@ from collections.abc import Callable
 import mlx.core as mx
 import numpy as np
 
-from llguidance import LLExecutor
-from llguidance.numpy import fill_next_token_bitmask_par
-
 from mlx_textgen.guided.constraint import Constraint
-
-_executors: list[LLExecutor] = []
-
-
-def _executor() -> LLExecutor:
-    """llguidance's thread pool for masks, made on first use."""
-    if not _executors:
-        _executors.append(LLExecutor())
-    return _executors[0]
 
 
 @mx.compile
@@ -84,16 +71,7 @@ class MaskBatch:
         if not due:
             return
         host = np.zeros((len(due), self.words), dtype=np.int32)
-        masked = [True] * len(due)
-        parallel = []
-        for i, guide in enumerate(due):
-            matcher = guide.constraint.matcher()
-            if matcher is not None:
-                parallel.append((matcher, i))
-            else:
-                masked[i] = guide.constraint.fill_mask(host[i])
-        if parallel:  # llguidance computes them on its own threads, without the GIL
-            fill_next_token_bitmask_par(_executor(), parallel, host)
+        masked = [g.constraint.fill_mask(host[i]) for i, g in enumerate(due)]
         device = mx.array(host)
         for i, (guide, on) in enumerate(zip(due, masked)):
             guide.mask_at = guide.consumed
