@@ -7,7 +7,7 @@ thread that hands requests to the loop, so the model thread only copies a ready 
 from __future__ import annotations
 
 from mlx_textgen.engine.request import SamplingParams
-from mlx_textgen.guided.compiler import GrammarCache, make_tokenizer
+from mlx_textgen.guided.compiler import ConstraintError, GrammarCache, make_tokenizer
 from mlx_textgen.guided.constraint import Constraint, GrammarConstraint, Triggered
 from mlx_textgen.guided.mask import Guide, MaskBatch
 from mlx_textgen.models.loader import ModelInfo
@@ -36,10 +36,15 @@ class Guides:
         """Build the model's llguidance tokenizer in the background."""
         self._cache(info).warm()
 
-    def prepare(self, info: ModelInfo, params: SamplingParams) -> None:
-        """Compile the request's grammar now (raises ConstraintError if it can't be)."""
-        if params.grammar is not None:
+    def prepare(self, info: ModelInfo | None, params: SamplingParams) -> str | None:
+        """Compile the request's grammar now; what is wrong with it, if it can't be."""
+        if params.grammar is None or info is None:
+            return None
+        try:
             self._cache(info).check(params.grammar)
+        except ConstraintError as exc:
+            return exc.message
+        return None
 
     def new(self, info: ModelInfo, params: SamplingParams, vocab_size: int) -> Guide | None:
         """A fresh guide for one sequence of a request, or None if it is unconstrained."""

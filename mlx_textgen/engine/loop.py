@@ -29,12 +29,11 @@ from mlx_textgen.engine.inbox import Inbox
 from mlx_textgen.engine.loaded import LoadedModel
 from mlx_textgen.engine.prefill import PrefillJob
 from mlx_textgen.engine.request import (
-    SLOW_STEP_MS, FinishReason, Request, RequestOutput, TokenLogprob, new_stats,
+    FinishReason, Request, RequestOutput, TokenLogprob, count_decode_step, new_stats,
 )
 from mlx_textgen.engine.sequence import Sequence
 from mlx_textgen.engine.solo import SoloDecoder
 from mlx_textgen.engine.trace import StepTrace
-from mlx_textgen.guided.compiler import ConstraintError
 from mlx_textgen.models.loader import ModelInfo, prepare
 
 log = logging.getLogger("mlx_textgen.engine")
@@ -92,14 +91,11 @@ class EngineLoop:
 
     def submit(self, request: Request) -> None:
         """Queue a request; its constraint, if any, is compiled here, off the MLX thread."""
-        info = self.models.get(request.model)
-        try:
-            if info is not None:
-                self._guides.prepare(info, request.params)
-        except ConstraintError as exc:
-            self._inbox.put("reject", (request.request_id, exc.message))
-            return
-        self._inbox.put("add", request)
+        problem = self._guides.prepare(self.models.get(request.model), request.params)
+        if problem is not None:
+            self._inbox.put("reject", (request.request_id, problem))
+        else:
+            self._inbox.put("add", request)
 
     def abort(self, request_id: str) -> None:
         self._inbox.put("abort", request_id)
@@ -125,9 +121,12 @@ class EngineLoop:
             for mc in self.configs:
                 info = prepare(mc, cache_root=self.options.cache_root, cpu_weights=self.options.cpu_weights)
                 self.models[info.name] = info
-            self._switch_to(next(iter(self.models)))
-            for info in self.models.values():
-                self._guides.warm(info)
+            info = next(iter(self.models.values()))  # an engine process serves one model
+            log.info("loading model %s", info.name)
+            self._loaded = LoadedModel(
+                info, self.options.prefill_step_size, self.options.max_running_requests
+            )
+            self._guides.warm(info)
             return True
         except BaseException as exc:  # reported to the starting thread
             self.startup_error = exc
@@ -156,12 +155,7 @@ class EngineLoop:
         try:
             self._timed("admit", self._admit)
             if self._by_uid or self._solo is not None:
-                took = self._timed("decode", self._decode)
-                stats["decode_seconds"] += took
-                stats["decode_steps"] += 1
-                for ms in SLOW_STEP_MS:
-                    if took * 1000 > ms:
-                        stats[f"decode_steps_over_{ms}ms"] += 1
+                count_decode_step(stats, self._timed("decode", self._decode))
             stats["cache_seconds"] += self._timed("deferred", self._cache.run_deferred)
             if self._prefill:
                 stats["prefill_seconds"] += self._timed("prefill", self._prefill_step)
@@ -205,10 +199,7 @@ class EngineLoop:
             elif cmd == "abort":
                 self._abort(arg)
             elif cmd == "reject":
-                request_id, message = arg
-                self._send([RequestOutput(
-                    request_id, finish_reason=FinishReason.ERROR, error=message, error_status=400,
-                )])
+                self._reject(*arg, status=400)
             elif cmd == "call":
                 fn, fut = arg
                 self._cache.flush()  # admin calls see every commit made so far
@@ -231,33 +222,29 @@ class EngineLoop:
         return group
 
     def _admit(self) -> None:
-        """Start prefill for waiting requests while there is room; another model's
-        requests wait until the running ones finish, then the model is swapped."""
+        """Start prefill for waiting requests while there is room (each engine process
+        serves one model: engine/registry.py runs one per loaded model)."""
         if self._waiting:
             self._cache.run_deferred()  # what was just prefilled may be the newcomers' prefix
+        loaded = self._loaded
+        assert loaded is not None
         while self._waiting:
             group = self._next_group()
-            if self._loaded is None or self._loaded.info.name != group[0].model:
-                if self._by_id:
-                    return
-                self._switch_to(group[0].model)
-            assert self._loaded is not None
-            if self._by_id and len(self._by_id) + len(group) > self._loaded.running:
+            if self._by_id and len(self._by_id) + len(group) > loaded.running:
                 return
             for _ in group:
                 self._waiting.popleft()
+            if group[0].model != loaded.info.name:
+                for req in group:
+                    self._reject(req.request_id, f"this engine serves {loaded.info.name}", status=404)
+                continue
             self._start_prefill(group)
 
-    def _switch_to(self, name: str) -> None:
-        if self._loaded is not None and self._loaded.info.name == name:
-            return
-        self._cache.flush()  # frees the old model's finished caches
-        self._loaded = None
-        mx.clear_cache()
-        log.info("loading model %s", name)
-        self._loaded = LoadedModel(
-            self.models[name], self.options.prefill_step_size, self.options.max_running_requests
-        )
+    def _reject(self, request_id: str, message: str, status: int) -> None:
+        """End a request that never started (nothing of it is held)."""
+        out = RequestOutput(request_id, finish_reason=FinishReason.ERROR, error=message)
+        out.error_status = status
+        self._send([out])
 
     def _start_prefill(self, group: list[Request]) -> None:
         loaded = self._loaded

@@ -112,3 +112,12 @@ def new_stats() -> dict[str, float]:
         "decode_steps": 0, **{f"decode_steps_over_{ms}ms": 0 for ms in SLOW_STEP_MS},
         "busy_seconds": 0.0, "decode_seconds": 0.0, "prefill_seconds": 0.0, "cache_seconds": 0.0,
     }
+
+
+def count_decode_step(stats: dict[str, float], seconds: float) -> None:
+    """Add one decode step that took `seconds` to the counters (and to its stall buckets)."""
+    stats["decode_seconds"] += seconds
+    stats["decode_steps"] += 1
+    for ms in SLOW_STEP_MS:
+        if seconds * 1000 > ms:
+            stats[f"decode_steps_over_{ms}ms"] += 1
