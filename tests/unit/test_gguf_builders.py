@@ -17,11 +17,14 @@ import numpy as np
 from gguf import GGMLQuantizationType as Q
 
 from mlx_textgen.models.gguf_arch import permute_rows
+from mlx_textgen.models.gguf_file import read_gguf
 
 HIDDEN, FFN, HEADS, KV_HEADS = 256, 512, 4, 2
 EOS_TEXT = "<|endoftext|>"
 # Gemma's special tokens, for a vocabulary that renders its turn format as single tokens.
 GEMMA_SPECIALS = ("<bos>", "<eos>", "<start_of_turn>", "<end_of_turn>")
+GEMMA_IDS_SPECIALS = ("<pad>", "<eos>", "<bos>", "<start_of_turn>", "<end_of_turn>")  # 0, 1, 2..
+CONTROL, NORMAL = 3, 1  # GGUF token types
 CHAT_TEMPLATE = "{% for m in messages %}{{ m['content'] }}{{ eos_token }}{% endfor %}"
 
 ARCHS: dict[str, dict[str, Any]] = {
@@ -50,6 +53,16 @@ class TinyModel:
     vocab: list[str]
 
 
+@dataclass
+class Vocab:
+    """A GPT-2 style BPE vocabulary as a GGUF stores it."""
+
+    tokens: list[str]
+    types: list[int]
+    merges: list[str]
+    pre: str = "default"
+
+
 def byte_level_vocab(specials: tuple[str, ...] = ()) -> tuple[list[str], list[str]]:
     """A tiny GPT-2 style vocab: the 256 byte symbols, a few merges, control tokens
     (``EOS_TEXT``, then ``specials``)."""
@@ -66,6 +79,28 @@ def byte_level_vocab(specials: tuple[str, ...] = ()) -> tuple[list[str], list[st
     return tokens, merges
 
 
+def tiny_vocab(specials: tuple[str, ...] = ()) -> Vocab:
+    """`byte_level_vocab` with its token types: ``EOS_TEXT`` and ``specials`` are control."""
+    tokens, merges = byte_level_vocab(specials)
+    first_special = tokens.index(EOS_TEXT)
+    types = [CONTROL if i >= first_special else NORMAL for i in range(len(tokens))]
+    return Vocab(tokens, types, merges)
+
+
+def vocab_of_gguf(path: str | Path, specials: tuple[str, ...]) -> Vocab:
+    """A real model's BPE vocabulary (its normal tokens, merges and pre-tokenizer) with its
+    control tokens replaced by ``specials``, which take the first ids."""
+    meta = read_gguf(path)
+    tokens, types = meta.require("tokenizer.ggml.tokens"), meta.require("tokenizer.ggml.token_type")
+    normal = [t for t, kind in zip(tokens, types) if kind != CONTROL]
+    return Vocab(
+        [*specials, *normal],
+        [CONTROL] * len(specials) + [NORMAL] * len(normal),
+        list(meta.require("tokenizer.ggml.merges")),
+        str(meta.get("tokenizer.ggml.pre") or "default"),
+    )
+
+
 def write_tiny_model(
     directory: Path,
     arch: str,
@@ -78,24 +113,27 @@ def write_tiny_model(
     specials: tuple[str, ...] = (),
     shape: dict[str, int] | None = None,
     name: str | None = None,
+    vocab: Vocab | None = None,
 ) -> TinyModel:
     """Write `<directory>/<name or arch>.gguf`; `qtypes` maps GGUF tensor names to quant types.
 
     `rope_freqs` adds llama.cpp's per-dimension rope divisors (hf_config is not updated).
     `chat_template=None` leaves the template out; `specials` adds control tokens (with
     "<bos>"/"<eos>" among them, those are the file's BOS and EOS); `shape` overrides
-    hf_config's sizes (hidden_size, num_hidden_layers, head_dim, ...).
+    hf_config's sizes (hidden_size, num_hidden_layers, head_dim, ...). `vocab` replaces the
+    byte-level vocabulary (and `specials`) with another one (`vocab_of_gguf`).
     """
     spec = ARCHS[arch]
     rng = np.random.default_rng(seed)
-    tokens, merges = byte_level_vocab(specials)
+    vocab = vocab or tiny_vocab(specials)
+    tokens = vocab.tokens
     config = {**hf_config(arch, len(tokens), sliding_window), **(shape or {})}
     spec = {**spec, "head_dim": config["head_dim"], "layers": config["num_hidden_layers"]}
     weights = random_hf_weights(spec, config, rng)
     path = directory / f"{name or arch}.gguf"
     writer = gguf.GGUFWriter(str(path), arch)
     _write_hparams(writer, arch, config)
-    _write_vocab(writer, tokens, merges, chat_template)
+    _write_vocab(writer, vocab, chat_template)
     for gguf_name, array in to_gguf_tensors(arch, weights, config).items():
         _add_tensor(writer, gguf_name, array, (qtypes or {}).get(gguf_name, Q.F32), rng)
     if rope_freqs is not None:  # llama.cpp's form of Llama 3 rope scaling
@@ -247,18 +285,18 @@ def _write_hparams(w: gguf.GGUFWriter, arch: str, c: dict[str, Any]) -> None:
         w.add_final_logit_softcapping(c["final_logit_softcapping"])
 
 
-def _write_vocab(
-    w: gguf.GGUFWriter, tokens: list[str], merges: list[str], chat_template: str | None
-) -> None:
+def _write_vocab(w: gguf.GGUFWriter, vocab: Vocab, chat_template: str | None) -> None:
+    tokens = vocab.tokens
     w.add_tokenizer_model("gpt2")
-    w.add_tokenizer_pre("default")
+    w.add_tokenizer_pre(vocab.pre)
     w.add_token_list(tokens)
-    first_special = tokens.index(EOS_TEXT)
-    w.add_token_types([3 if i >= first_special else 1 for i in range(len(tokens))])
-    w.add_token_merges(merges)
+    w.add_token_types(vocab.types)
+    w.add_token_merges(vocab.merges)
     bos = "<bos>" if "<bos>" in tokens else EOS_TEXT
     w.add_bos_token_id(tokens.index(bos))
     w.add_eos_token_id(tokens.index("<eos>" if "<eos>" in tokens else EOS_TEXT))
+    if "<pad>" in tokens:
+        w.add_pad_token_id(tokens.index("<pad>"))
     w.add_add_bos_token(False)
     if chat_template is not None:
         w.add_chat_template(chat_template)
@@ -316,12 +354,22 @@ def _value_type(value: Any) -> gguf.GGUFValueType:
     return gguf.GGUFValueType.ARRAY
 
 
-def write_tiny_gemma3(directory: Path, *, window: int = 16, **shape: int) -> Path:
+def write_tiny_gemma3(
+    directory: Path,
+    *,
+    window: int = 16,
+    vocab: Vocab | None = None,
+    qtypes: dict[str, Q] | None = None,
+    **shape: int,
+) -> Path:
     """A random Gemma 3 GGUF with Gemma's special tokens and NO chat template: the sliding
-    window (``window`` tokens) is shorter than the test prompts, so its caches can't be cut."""
+    window (``window`` tokens) is shorter than the test prompts, so its caches can't be cut.
+    `vocab` (default: byte-level plus ``GEMMA_SPECIALS``) must hold those special tokens;
+    `qtypes` as for `write_tiny_model` (default: all F32)."""
     size = {"hidden_size": 64, "intermediate_size": 128, "head_dim": 32, "num_attention_heads": 2,
             "num_key_value_heads": 1, "max_position_embeddings": 4096, **shape}  # fmt: skip
     return write_tiny_model(
         directory, "gemma3", seed=11, sliding_window=window, chat_template=None,
-        specials=GEMMA_SPECIALS, shape=size, name="gemma3-no-template",
+        specials=GEMMA_SPECIALS, shape=size, name="gemma3-no-template", vocab=vocab,
+        qtypes=qtypes,
     ).path  # fmt: skip
