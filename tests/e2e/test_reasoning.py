@@ -31,7 +31,7 @@ def client(smollm2_gguf, cache_root, tmp_path_factory):
     }]}
     path = tmp_path_factory.mktemp("cfg") / "model_config.yaml"
     path.write_text(yaml.safe_dump(cfg))
-    srv = ServerProcess(["--config-file", str(path)], cache_root)
+    srv = ServerProcess(["--config-file", str(path), "--use-reasoning-content"], cache_root)
     yield openai.OpenAI(base_url=f"{srv.base_url}/v1", api_key="x", max_retries=0, timeout=120)
     srv.stop()
 
@@ -58,8 +58,10 @@ def test_budget_ends_the_thinking_and_counts_it(client):
         assert msg.content is not None and "</think>" not in msg.content
 
 
-def test_inline_by_default_with_the_end_marker(client):
-    r = create(client, {"thinking_token_budget": 10})
+def test_the_server_default_separates_and_a_request_can_inline(client):
+    r = create(client, {"max_reasoning_tokens": 6}, max_tokens=10)
+    assert reasoning_of(r.choices[0].message) and "</think>" not in r.choices[0].message.content
+    r = create(client, {"thinking_token_budget": 10, "use_reasoning_content": False})
     msg = r.choices[0].message
     assert reasoning_of(msg) is None
     head, sep, _ = msg.content.partition("</think>")

@@ -141,11 +141,19 @@ def _render_text(
 
 
 def _render(
+    info: Any, body: ChatCompletionRequest, conversation: list[ChatMessage]
+) -> tuple[list[int], tuple[int, ...]]:
+    """Prompt token ids, and where the system prompt and the earlier turns end in them
+    (the prompt cache keeps prefixes there: see mlx_textgen.chat.boundaries); no tools."""
+    ids, bounds, _ = _render_prompt(info, body, conversation, ChatPlan(None, None, []))
+    return ids, bounds
+
+
+def _render_prompt(
     info: Any, body: ChatCompletionRequest, conversation: list[ChatMessage], plan: ChatPlan
 ) -> tuple[list[int], tuple[int, ...], bool]:
-    """Prompt token ids, where the system prompt and the earlier turns end in them (the
-    prompt cache keeps prefixes there: see mlx_textgen.chat.boundaries), and whether the
-    prompt leaves the model inside its thinking."""
+    """As ``_render`` with the request's tools and reasoning, and whether the prompt leaves
+    the model inside its thinking."""
     messages, tools = messages_for(plan.tools, normalize_messages(conversation), info)
     kwargs = template_kwargs(plan.reasoning, body)
 
@@ -171,7 +179,9 @@ async def chat_completions(body: ChatCompletionRequest, http: Request) -> Any:
     info = resolve_model(http, body.model)
     default = bool(getattr(http.app.state, "use_reasoning_content", False))
     plan = ChatPlan(plan_tools(body, info), plan_reasoning(body, info, default), [])
-    rendered = [await run_in_threadpool(_render, info, body, c, plan) for c in body.conversations]
+    rendered = [
+        await run_in_threadpool(_render_prompt, info, body, c, plan) for c in body.conversations
+    ]
     plan.opens = [opens for _, _, opens in rendered]
     prompts = [ids for ids, _, _ in rendered]
     param = "max_completion_tokens" if body.max_completion_tokens else "max_tokens"
