@@ -115,7 +115,7 @@ def test_forced_tool_call_after_the_thinking(client):
         "type": "object", "properties": {"q": {"type": "string", "maxLength": 30}}, "required": ["q"]}}}
     r = create(client, {**SEPARATE, "max_reasoning_tokens": 10}, max_tokens=60, tools=[tool],
                tool_choice="required", parallel_tool_calls=False)
-    choice = choice = r.choices[0]
+    choice = r.choices[0]
     assert choice.finish_reason == "tool_calls" and reasoning_of(choice.message)
     assert json.loads(choice.message.tool_calls[0].function.arguments)["q"]
 

@@ -7,12 +7,12 @@ from typing import Any
 from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 
-from mlx_textgen.api.errors import bad_request
 from mlx_textgen.api.chat_plan import ChatPlan
+from mlx_textgen.api.errors import bad_request
 from mlx_textgen.api.generation import ChoiceState
 from mlx_textgen.api.protocol import ChatCompletionRequest, ChatMessage
-from mlx_textgen.api.routes.common import budget_tokens, resolve_model, run
 from mlx_textgen.api.reasoning import plan_reasoning, template_kwargs
+from mlx_textgen.api.routes.common import budget_tokens, resolve_model, run
 from mlx_textgen.api.tooling import check_tools, messages_for, plan_tools
 from mlx_textgen.chat.boundaries import message_boundaries
 from mlx_textgen.engine.request import FinishReason, RequestOutput, TokenLogprob
