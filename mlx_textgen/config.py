@@ -23,6 +23,11 @@ DEFAULT_CONFIG_FILENAME = "model_config.yaml"
 # Kept in step with mlx_textgen.chat.templates.PRESET_NAMES (a unit test checks); not imported so
 # that loading a config does not pull in jinja2.
 TEMPLATE_PRESETS = ("chatml", "llama3", "gemma", "deepseek", "openchat", "phi", "mistral")
+# Kept in step with mlx_textgen.parsers.TOOL_FORMATS (a unit test checks), not imported: cheap.
+TOOL_PARSERS = (
+    "hermes", "qwen3_coder", "glm4", "llama3_json", "mistral", "pythonic", "minimax_m2",
+    "kimi_k2", "deepseek_v3", "gemma4", "function_gemma", "gpt_oss",
+)
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
 # GGUF file-name quantization tags after "_" -> "-": .q4-1, -q8-0, .q4-k-m, -iq4-xs, .f16, -bf16
 _GGUF_QUANT_TAG = re.compile(r"[.-](?:i?q\d+(?:-[a-z0-9]+)*|bf16|f16|f32)$")
@@ -53,6 +58,7 @@ class ModelConfig:
     preprocess_batch_size: int = 512
     extra_stop_words: list[str] = field(default_factory=list)
     reasoning_parser: str | None = None
+    tool_parser: str | None = None  # a tool-call format (parsers.TOOL_FORMATS); null = detected
     default_template: str | None = None
     revision: str | None = None
     # Residency (several models behind one endpoint; see engine/registry.py):
@@ -147,6 +153,7 @@ _MODEL_SPECS: dict[str, _Spec] = {
     "preprocess_batch_size": _Spec("int", low=1),
     "extra_stop_words": _Spec("str_list"),
     "reasoning_parser": _Spec("str", null_ok=True),
+    "tool_parser": _Spec("str", null_ok=True, choices=TOOL_PARSERS),
     "default_template": _Spec("str", null_ok=True, choices=TEMPLATE_PRESETS),
     "revision": _Spec("str", null_ok=True),
     "preload": _Spec("bool", null_ok=True),

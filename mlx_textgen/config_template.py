@@ -34,6 +34,7 @@ _MODEL_COMMENTS = {
     "preprocess_batch_size": "prompt tokens processed per step",
     "extra_stop_words": "extra strings that end generation",
     "reasoning_parser": "e.g. deepseek_r1 to split <think> reasoning from the answer",
+    "tool_parser": "tool-call format (e.g. hermes, llama3_json, mistral); null = from the chat template",
     "default_template": f"chat template preset ({', '.join(TEMPLATE_PRESETS)}); null = the model's",
     "revision": "branch, tag or commit when model_id_or_path is a repo id",
     "preload": "load at start (a failure stops it); null = the first model only; else on demand",

@@ -63,6 +63,7 @@ def build_app(cfg: ServerConfig) -> Any:
     except EngineStartupError as exc:
         raise ModelLoadError(str(exc)) from None
     app = create_app(registry, list(cfg.api_keys), cfg.max_body_bytes)
+    app.state.use_reasoning_content = cfg.use_reasoning_content  # chat's default (api/reasoning.py)
 
     @asynccontextmanager
     async def lifespan(_: Any) -> Any:

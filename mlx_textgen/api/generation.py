@@ -41,6 +41,11 @@ class ChoiceState:
     completion_tokens: int = 0
     cached_tokens: int = 0
     cache_note: str = ""
+    parser: Any = None  # a chat choice's ChoiceParser (reasoning, content, tool calls), if any
+
+    @property
+    def reasoning_tokens(self) -> int:
+        return self.parser.reasoning_tokens if self.parser is not None else 0
 
 
 class Renderer(Protocol):
@@ -63,6 +68,7 @@ class Job:
     response_id: str = field(default_factory=lambda: f"cmpl-{uuid.uuid4().hex}")
     created: int = field(default_factory=lambda: int(time.time()))
     started: float = field(default_factory=time.monotonic)
+    new_parser: Callable[[int], Any] | None = None  # (prompt index) -> a choice's parser, or None
 
     def requests(self) -> list[Request]:
         return [
@@ -82,7 +88,10 @@ class Job:
         return replace(self.params, seed=self.params.seed + j)
 
     def states(self) -> list[ChoiceState]:
-        return [ChoiceState(i, i // self.n) for i in range(len(self.prompts) * self.n)]
+        return [
+            ChoiceState(i, i // self.n, parser=self.new_parser(i // self.n) if self.new_parser else None)
+            for i in range(len(self.prompts) * self.n)
+        ]
 
 
 def usage(states: list[ChoiceState]) -> dict[str, Any]:
@@ -96,6 +105,7 @@ def usage(states: list[ChoiceState]) -> dict[str, Any]:
         "completion_tokens": completion,
         "total_tokens": prompt + completion,
         "prompt_tokens_details": {"cached_tokens": sum(c for _, c in per_prompt.values())},
+        "completion_tokens_details": {"reasoning_tokens": sum(c.reasoning_tokens for c in states)},
     }
 
 
@@ -105,6 +115,8 @@ def _apply(c: ChoiceState, out: RequestOutput) -> None:
     c.prompt_tokens, c.completion_tokens = out.prompt_tokens, out.completion_tokens
     c.cached_tokens = out.cached_tokens
     c.cache_note = out.cache_note or c.cache_note
+    if c.parser is not None:
+        c.parser.feed(out)
     if out.finished:
         c.finish_reason = out.finish_reason
 

@@ -118,10 +118,8 @@ _UNSUPPORTED_CHAT = {
     "audio": "audio output is not supported",
     "prediction": "predicted outputs are not supported",
     "web_search_options": "web search is not supported",
-    "functions": "function calling is not supported yet",
-    "function_call": "function calling is not supported yet",
-    "tools": "tool calling is not supported yet",
-    "reasoning_effort": "`reasoning_effort` is not supported by this server yet",
+    "functions": "the legacy `functions` field is not supported: use `tools`",
+    "function_call": "the legacy `function_call` field is not supported: use `tool_choice`",
     "verbosity": "`verbosity` is not supported",
 }
 
@@ -146,14 +144,16 @@ class ChatCompletionRequest(_Common):
     functions: list[dict[str, Any]] | None = None
     function_call: StrictStr | dict[str, Any] | None = None
     reasoning_effort: StrictStr | None = None
+    # Reasoning extensions (see api/reasoning.py): where the thinking goes, its budget.
+    use_reasoning_content: StrictBool | None = None
+    max_reasoning_tokens: Annotated[StrictInt, Field(ge=0)] | None = None
+    thinking_token_budget: Annotated[StrictInt, Field(ge=0)] | None = None
     verbosity: StrictStr | None = None
 
     def check_supported(self) -> None:
         for field_name, why in _UNSUPPORTED_CHAT.items():
             if getattr(self, field_name) not in (None, []):
                 raise bad_request(why, field_name)
-        if self.tool_choice not in (None, "none"):
-            raise bad_request("tool calling is not supported yet", "tool_choice")
         if self.modalities and any(m != "text" for m in self.modalities):
             raise bad_request("only the text modality is supported", "modalities")
         if self.top_logprobs is not None and not self.logprobs:

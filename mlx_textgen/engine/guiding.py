@@ -10,6 +10,7 @@ from mlx_textgen.engine.request import SamplingParams
 from mlx_textgen.guided.compiler import ConstraintError, GrammarCache, make_tokenizer
 from mlx_textgen.guided.constraint import Constraint, GrammarConstraint, Triggered
 from mlx_textgen.guided.mask import Guide, MaskBatch
+from mlx_textgen.guided.thinking import ThinkingBudget
 from mlx_textgen.models.loader import ModelInfo
 
 
@@ -48,14 +49,23 @@ class Guides:
 
     def new(self, info: ModelInfo, params: SamplingParams, vocab_size: int) -> Guide | None:
         """A fresh guide for one sequence of a request, or None if it is unconstrained."""
-        if params.grammar is None:
+        if params.grammar is None and not params.reasoning_end_ids:
             return None
         cache = self._cache(info)
-        constraint: Constraint = GrammarConstraint(cache.matcher(params.grammar))
-        if params.grammar_trigger:
+        constraint: Constraint | None = None
+        if params.grammar is not None:
+            constraint = GrammarConstraint(cache.matcher(params.grammar))
+        if constraint is not None and params.grammar_trigger:
             constraint = Triggered(
                 constraint, params.grammar_trigger, params.trigger_included, cache.tokenizer
             )
+        if params.reasoning_end_ids:
+            constraint = ThinkingBudget(
+                constraint, cache.tokenizer, end=params.reasoning_end,
+                end_ids=params.reasoning_end_ids, budget=params.max_reasoning_tokens,
+                start=params.reasoning_start, start_ids=params.reasoning_start_ids,
+            )
+        assert constraint is not None
         batch = self._batches.get(info.name)
         if batch is None or batch.words != (vocab_size + 31) // 32:
             batch = self._batches[info.name] = MaskBatch(vocab_size)

@@ -39,6 +39,14 @@ class SamplingParams:
     # matching the trigger itself and what follows (`trigger_included`), or what follows.
     grammar_trigger: str | None = None
     trigger_included: bool = False
+    # A reasoning model's thinking (guided/thinking.py): it ends with `reasoning_end`, which is
+    # forced once `max_reasoning_tokens` are spent; the grammar applies after it. A
+    # `reasoning_start` says the prompt did not open the thinking (the output may).
+    reasoning_end: str = ""
+    reasoning_end_ids: tuple[int, ...] = ()
+    reasoning_start: str = ""
+    reasoning_start_ids: tuple[int, ...] = ()
+    max_reasoning_tokens: int | None = None
 
     @property
     def greedy(self) -> bool:

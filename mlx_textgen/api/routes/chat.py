@@ -7,12 +7,15 @@ from typing import Any
 from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 
+from mlx_textgen.api.chat_plan import ChatPlan
 from mlx_textgen.api.errors import bad_request
 from mlx_textgen.api.generation import ChoiceState
 from mlx_textgen.api.protocol import ChatCompletionRequest, ChatMessage
+from mlx_textgen.api.reasoning import plan_reasoning, template_kwargs
 from mlx_textgen.api.routes.common import budget_tokens, resolve_model, run
+from mlx_textgen.api.tooling import check_tools, messages_for, plan_tools
 from mlx_textgen.chat.boundaries import message_boundaries
-from mlx_textgen.engine.request import RequestOutput, TokenLogprob
+from mlx_textgen.engine.request import FinishReason, RequestOutput, TokenLogprob
 
 router = APIRouter()
 
@@ -39,25 +42,41 @@ class ChatRenderer:
     def __init__(self, want_logprobs: bool) -> None:
         self.want_logprobs = want_logprobs
 
+    @staticmethod
+    def _finish(c: ChoiceState, reason: FinishReason | None) -> str | None:
+        if reason is None:
+            return None
+        # Every mode that produced calls says so (named tool_choice too, as the original did).
+        if reason == FinishReason.STOP and c.parser is not None and c.parser.called:
+            return "tool_calls"
+        return reason.value
+
     def choice(self, c: ChoiceState) -> dict[str, Any]:
+        message = (
+            c.parser.message()
+            if c.parser is not None
+            else {"role": "assistant", "content": "".join(c.text), "refusal": None}
+        )
         return {
             "index": c.index,
-            "message": {"role": "assistant", "content": "".join(c.text), "refusal": None},
+            "message": message,
             "logprobs": _logprobs(c.logprobs) if self.want_logprobs else None,
-            "finish_reason": c.finish_reason.value if c.finish_reason else None,
+            "finish_reason": self._finish(c, c.finish_reason),
         }
 
     def chunk_choice(self, c: ChoiceState, out: RequestOutput, first: bool) -> dict[str, Any] | None:
-        delta: dict[str, Any] = {"role": "assistant", "content": out.text} if first else {}
-        if out.text and not first:
-            delta["content"] = out.text
+        fields = c.parser.take() if c.parser is not None else (
+            {"content": out.text} if out.text else {}
+        )
+        delta: dict[str, Any] = {"role": "assistant", "content": ""} if first else {}
+        delta.update(fields)
         if not delta and not out.finished and not out.logprobs:
             return None
         return {
             "index": c.index,
             "delta": delta,
             "logprobs": _logprobs(out.logprobs) if self.want_logprobs else None,
-            "finish_reason": out.finish_reason.value if out.finished else None,
+            "finish_reason": self._finish(c, out.finish_reason) if out.finished else None,
         }
 
 
@@ -95,48 +114,81 @@ def normalize_messages(messages: list[ChatMessage]) -> list[dict[str, Any]]:
     return out
 
 
-def _render_text(info: Any, body: ChatCompletionRequest, messages: list[dict[str, Any]], final: bool) -> str:
-    from mlx_textgen.chat.templates import ChatTemplateError, render_chat
+def _render_text(
+    info: Any, body: ChatCompletionRequest, messages: list[dict[str, Any]], final: bool,
+    tools: list[dict[str, Any]] | None = None, kwargs: dict[str, Any] | None = None,
+) -> str:
+    from mlx_textgen.chat.templates import ChatTemplateError
+    from mlx_textgen.chat.tools import render_with_tools
 
     cont = final and messages[-1]["role"] == "assistant"
     tok = info.hf_tokenizer
     preset = info.config.default_template or (None if info.chat_template else "chatml")
     try:
-        return render_chat(
+        return render_with_tools(
             messages,
             chat_template=info.chat_template,
+            tools=tools,
             preset=preset,
             bos_token=tok.bos_token or "",
             eos_token=tok.eos_token or "",
             add_generation_prompt=final and not cont,
             continue_final_message=cont,
-            template_kwargs=body.chat_template_kwargs,
+            template_kwargs=kwargs,
         )
     except ChatTemplateError as exc:
         raise bad_request(f"chat template failed: {exc}", "messages") from None
 
 
-def _render(info: Any, body: ChatCompletionRequest, conversation: list[ChatMessage]) -> tuple[list[int], tuple[int, ...]]:
+def _render(
+    info: Any, body: ChatCompletionRequest, conversation: list[ChatMessage]
+) -> tuple[list[int], tuple[int, ...]]:
     """Prompt token ids, and where the system prompt and the earlier turns end in them
-    (the prompt cache keeps prefixes there: see mlx_textgen.chat.boundaries)."""
-    def encode(msgs: list[dict[str, Any]], final: bool) -> list[int]:
-        return info.hf_tokenizer.encode(_render_text(info, body, msgs, final), add_special_tokens=False)
+    (the prompt cache keeps prefixes there: see mlx_textgen.chat.boundaries); no tools."""
+    ids, bounds, _ = _render_prompt(info, body, conversation, ChatPlan(None, None, []))
+    return ids, bounds
 
-    messages = normalize_messages(conversation)
-    ids = encode(messages, True)
-    return ids, message_boundaries(messages, ids, encode)
+
+def _render_prompt(
+    info: Any, body: ChatCompletionRequest, conversation: list[ChatMessage], plan: ChatPlan
+) -> tuple[list[int], tuple[int, ...], bool]:
+    """As ``_render`` with the request's tools and reasoning, and whether the prompt leaves
+    the model inside its thinking."""
+    messages, tools = messages_for(plan.tools, normalize_messages(conversation), info)
+    kwargs = template_kwargs(plan.reasoning, body)
+
+    def text(msgs: list[dict[str, Any]], final: bool) -> str:
+        rendered = _render_text(info, body, msgs, final, tools, kwargs)
+        if final and plan.reasoning is not None and plan.reasoning.off:
+            rendered = plan.reasoning.closed(rendered)
+        return rendered
+
+    def encode(msgs: list[dict[str, Any]], final: bool) -> list[int]:
+        return info.hf_tokenizer.encode(text(msgs, final), add_special_tokens=False)
+
+    prompt = text(messages, True)
+    ids = info.hf_tokenizer.encode(prompt, add_special_tokens=False)
+    opens = plan.reasoning is not None and plan.reasoning.opens(prompt)
+    return ids, message_boundaries(messages, ids, encode), opens
 
 
 @router.post("/v1/chat/completions")
 async def chat_completions(body: ChatCompletionRequest, http: Request) -> Any:
     body.check_supported()
+    check_tools(body)
     info = resolve_model(http, body.model)
-    rendered = [await run_in_threadpool(_render, info, body, c) for c in body.conversations]
-    prompts = [ids for ids, _ in rendered]
+    default = bool(getattr(http.app.state, "use_reasoning_content", False))
+    plan = ChatPlan(plan_tools(body, info), plan_reasoning(body, info, default), [])
+    rendered = [
+        await run_in_threadpool(_render_prompt, info, body, c, plan) for c in body.conversations
+    ]
+    plan.opens = [opens for _, _, opens in rendered]
+    prompts = [ids for ids, _, _ in rendered]
     param = "max_completion_tokens" if body.max_completion_tokens else "max_tokens"
     max_tokens = budget_tokens(info, prompts, body.max_new_tokens, param)
     return await run(
         http, body, info, prompts, max_tokens=max_tokens, logprobs=body.logprobs_k,
-        boundaries=[b for _, b in rendered],
+        boundaries=[b for _, b, _ in rendered],
         renderer=ChatRenderer(bool(body.logprobs)), body=body,
+        adjust=lambda params: plan.params(params, info), new_parser=plan.new_parser,
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -13,6 +14,7 @@ from mlx_textgen.api.errors import APIError, bad_request
 from mlx_textgen.api.generation import Job, Renderer, collect, stream_sse, usage
 from mlx_textgen.api.protocol import _Common, to_sampling_params
 from mlx_textgen.engine.engine import Overloaded, TooManyChoices
+from mlx_textgen.engine.request import SamplingParams
 from mlx_textgen.guided.forms import JsonStyle
 
 if TYPE_CHECKING:
@@ -95,6 +97,8 @@ async def run(
     renderer: Renderer,
     body: Any,
     boundaries: list[tuple[int, ...]] | None = None,
+    adjust: Callable[[SamplingParams], Awaitable[SamplingParams]] | None = None,
+    new_parser: Callable[[int], Any] | None = None,
 ) -> Any:
     """Submit prompts x n and answer with a JSON body or an SSE stream."""
     params = to_sampling_params(
@@ -107,8 +111,10 @@ async def run(
     constraint = await checked_constraint(req, info, json_style(http))
     if constraint is not None:
         params = replace(params, grammar=constraint.grammar)
+    if adjust is not None:  # the chat endpoint's tools and reasoning
+        params = await adjust(params)
     job = Job(model=info.name, prompts=prompts, n=req.choices, params=params,
-              boundaries=boundaries or [() for _ in prompts])
+              boundaries=boundaries or [() for _ in prompts], new_parser=new_parser)
     try:
         stream = engine_of(http).open(job.requests())
     except TooManyChoices as exc:
