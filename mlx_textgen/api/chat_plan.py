@@ -59,14 +59,13 @@ class ChatPlan:
                     "response_format",
                 )
             await _check_tool_grammar(t, info)
-            trigger = t.grammar.trigger
-            if trigger is not None and t.grammar.trigger_at_start_only:
-                # A marker that is ordinary text mid-answer (Llama's `{`): parsed, not enforced.
-                params = replace(params, grammar=None)
-            else:
-                # auto: the grammar covers what follows the start marker (trigger excluded).
-                params = replace(params, grammar=t.grammar.grammar, grammar_trigger=trigger)
-                await _check(info, t.grammar.grammar, "tools")
+            # auto: the grammar covers what follows the start marker (trigger excluded); a
+            # marker that is ordinary text mid-answer (Llama's `{`) counts only at the start.
+            params = replace(
+                params, grammar=t.grammar.grammar, grammar_trigger=t.grammar.trigger,
+                trigger_at_start=t.grammar.trigger_at_start_only,
+            )
+            await _check(info, t.grammar.grammar, "tools")
         return await self._thinking(params, info)
 
     async def _thinking(self, params: SamplingParams, info: ModelInfo) -> SamplingParams:

@@ -57,7 +57,8 @@ class Guides:
             constraint = GrammarConstraint(cache.matcher(params.grammar))
         if constraint is not None and params.grammar_trigger:
             constraint = Triggered(
-                constraint, params.grammar_trigger, params.trigger_included, cache.tokenizer
+                constraint, params.grammar_trigger, params.trigger_included, cache.tokenizer,
+                at_start=params.trigger_at_start,
             )
         if params.reasoning_end_ids:
             constraint = ThinkingBudget(

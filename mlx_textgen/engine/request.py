@@ -39,6 +39,7 @@ class SamplingParams:
     # matching the trigger itself and what follows (`trigger_included`), or what follows.
     grammar_trigger: str | None = None
     trigger_included: bool = False
+    trigger_at_start: bool = False  # the trigger counts only at the start of the output
     # A reasoning model's thinking (guided/thinking.py): it ends with `reasoning_end`, which is
     # forced once `max_reasoning_tokens` are spent; the grammar applies after it. A
     # `reasoning_start` says the prompt did not open the thinking (the output may).

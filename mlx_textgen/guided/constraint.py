@@ -71,9 +71,11 @@ class Triggered:
     output (the caller then sees plain text, as if nothing had been constrained)."""
 
     def __init__(
-        self, inner: Constraint, trigger: str, include: bool, tokenizer: LLTokenizer
+        self, inner: Constraint, trigger: str, include: bool, tokenizer: LLTokenizer,
+        at_start: bool = False,
     ) -> None:
         self.inner = inner
+        self.at_start = at_start  # the trigger counts only at the output's start (Llama's `{`)
         self.trigger = trigger.encode()
         self.include = include
         self._tokenizer = tokenizer
@@ -91,7 +93,9 @@ class Triggered:
         if self.failed:
             return
         self._text += self._tokenizer.decode_bytes([token])
-        at = self._text.find(self.trigger)
+        at = self._start_of_trigger() if self.at_start else self._text.find(self.trigger)
+        if at is None:
+            return
         if at < 0:
             self._text = self._text[-(len(self.trigger) - 1) :] if len(self.trigger) > 1 else b""
             return
@@ -103,6 +107,17 @@ class Triggered:
         else:
             self.active = True
 
+    def _start_of_trigger(self) -> int | None:
+        """Where the trigger starts if the output (after whitespace) begins with it; None
+        while that can't be told yet. Anything else at the start: the output stays free."""
+        lead = self._text.lstrip()
+        if lead.startswith(self.trigger):
+            return len(self._text) - len(lead)
+        if not lead or self.trigger.startswith(lead):
+            return None
+        self.failed = True
+        return None
+
     def is_finished(self) -> bool:
         return self.active and self.inner.is_finished()
 
@@ -110,6 +125,8 @@ class Triggered:
         return self.inner.error() if self.active else None
 
     def fork(self) -> Triggered:
-        twin = Triggered(self.inner.fork(), self.trigger.decode(), self.include, self._tokenizer)
+        twin = Triggered(
+            self.inner.fork(), self.trigger.decode(), self.include, self._tokenizer, self.at_start
+        )
         twin._text, twin.active, twin.failed = self._text, self.active, self.failed
         return twin

@@ -215,6 +215,24 @@ def test_a_trigger_followed_by_what_the_grammar_refuses_leaves_the_output_free(t
     assert not c.fill_mask(mask_words(VOCAB))
 
 
+def test_a_trigger_at_the_start_only(tokenizer):
+    """Llama's bare `{`: a call when the output opens with it, plain text otherwise."""
+    cache = GrammarCache(lambda: tokenizer)
+    grammar = from_request({"guided_regex": r'"name":[a-z]+\}'}, JsonStyle()).grammar
+
+    def triggered(text: str) -> Triggered:
+        c = Triggered(GrammarConstraint(cache.matcher(grammar)), "{", False, tokenizer, at_start=True)
+        for t in ids(text):
+            c.accept(t)
+        return c
+
+    assert triggered('  {').active
+    late = triggered("I think {")
+    assert late.failed and not late.active
+    waiting = triggered("  ")
+    assert not waiting.active and not waiting.failed
+
+
 def test_mask_sets_disallowed_tokens_to_minus_inf():
     words = mask_words(40)
     words[0] = 0b1010  # tokens 1 and 3
