@@ -9,10 +9,11 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-from mlx_textgen.api.errors import APIError, error_body, error_response
 from mlx_textgen.api import constraints
+from mlx_textgen.api.body import BodyGuard
+from mlx_textgen.api.errors import APIError, error_body, error_response, internal_error
 from mlx_textgen.api.leases import ModelLeases
 from mlx_textgen.api.routes import cache, chat, completions, models
 
@@ -46,6 +47,8 @@ def validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
         return "We could not parse the JSON body of your request: invalid JSON.", None
     if kind == "extra_forbidden":
         return f"Unrecognized request argument supplied: {param}", param
+    if kind == "missing" and not param:
+        return "The request body is empty; it must be a JSON object.", None
     if kind == "missing":
         return f"Missing required parameter: '{param}'.", param
     if kind in ("model_attributes_type", "dict_type") and not param:
@@ -53,39 +56,6 @@ def validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
     if any(_is_union_tag(p) for p in loc) and kind.endswith("_type"):
         return f"Invalid type for '{param}'.", param
     return f"Invalid value for '{param}': {err.get('msg', 'invalid')}.", param
-
-
-class BodyLimit:
-    """413 for bodies over the limit, counted as they arrive (Content-Length can lie)."""
-
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
-        self.app = app
-        self.max_bytes = max_bytes
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        declared = dict(scope.get("headers", [])).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            return await self._reject(send)
-        seen = 0
-
-        async def limited() -> Message:
-            nonlocal seen
-            msg = await receive()
-            if msg["type"] == "http.request":
-                seen += len(msg.get("body", b""))
-                if seen > self.max_bytes:
-                    raise APIError(413, f"Request body is larger than {self.max_bytes} bytes.")
-            return msg
-
-        await self.app(scope, limited, send)
-
-    async def _reject(self, send: Send) -> None:
-        response = JSONResponse(
-            error_body(413, f"Request body is larger than {self.max_bytes} bytes."), status_code=413
-        )
-        await response({"type": "http"}, None, send)  # type: ignore[arg-type]
 
 
 def _key_ok(given: str, keys: list[str]) -> bool:
@@ -146,6 +116,11 @@ def create_app(engine: ModelRegistry, api_keys: list[str], max_body_bytes: int) 
         message = "Not found." if exc.status_code == 404 else str(exc.detail)
         return JSONResponse(error_body(exc.status_code, message), status_code=exc.status_code)
 
+    @app.exception_handler(Exception)
+    async def on_crash(_: Request, exc: Exception) -> JSONResponse:
+        # A bug, not the client's fault: the details go to the log under an id, never out.
+        return error_response(internal_error(exc, "unhandled error in a route"))
+
     @app.get("/health")
     async def health(memory: bool = False) -> Any:
         # The server is up while it can answer: a model whose engine died is unloaded and
@@ -166,5 +141,5 @@ def create_app(engine: ModelRegistry, api_keys: list[str], max_body_bytes: int) 
     app.include_router(cache.router)
     app.add_middleware(ModelLeases, registry=engine)  # inside APIKeys: no key, no load
     app.add_middleware(APIKeys, keys=api_keys)
-    app.add_middleware(BodyLimit, max_bytes=max_body_bytes)  # outermost: runs first
+    app.add_middleware(BodyGuard, max_bytes=max_body_bytes)  # outermost: runs first
     return app

@@ -130,6 +130,11 @@ class Engine:
     def pid(self) -> int | None:
         return self._process.pid
 
+    @property
+    def exitcode(self) -> int | None:
+        """The engine process's exit status once it has exited (negative: the signal)."""
+        return self._process.exitcode
+
     def start(self) -> Any:
         """Start the engine process; returns the model's estimated Footprint once resolved
         (EngineStartupError, one line, when it can't be)."""

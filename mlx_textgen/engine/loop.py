@@ -246,7 +246,10 @@ class EngineLoop:
                 return
             for _ in group:
                 self._waiting.popleft()
-            self._start_prefill(group)
+            try:
+                self._start_prefill(group)
+            except Exception as exc:  # this group's own set-up failed: only it ends
+                self._fail_requests([r.request_id for r in group], exc)
 
     def _switch_to(self, name: str) -> None:
         if self._loaded is not None and self._loaded.info.name == name:
@@ -366,7 +369,11 @@ class EngineLoop:
                 self._send([seq.finish(FinishReason.STOP)])
                 continue
             params = req.params
-            sampler, procs = self._sampling(seq)
+            try:
+                sampler, procs = self._sampling(seq)
+            except Exception as exc:  # one request's sampler: the others decode on
+                self._fail_requests([req.request_id], exc)
+                continue
             if alone:
                 solo = SoloDecoder(
                     loaded.model, job.cache, req.prompt_ids, sampler, procs,
@@ -501,6 +508,17 @@ class EngineLoop:
             self._trace.request(req.request_id, req.arrival_time, seq.first_token_time, seq.num_generated)
         if seq.uid is not None:
             self._by_uid.pop(seq.uid, None)
+
+    def _fail_requests(self, request_ids: list[str], exc: Exception) -> None:
+        """End these requests with an error (their set-up failed); the rest run on."""
+        log.error("request set-up failed for %s", ", ".join(request_ids), exc_info=exc)
+        for rid in request_ids:
+            seq = self._by_id.get(rid)
+            if seq is not None:
+                self._release(seq)
+                self._send([seq.finish(FinishReason.ERROR, f"internal error: {exc}")])
+            else:
+                self._send([RequestOutput(rid, finish_reason=FinishReason.ERROR, error=str(exc))])
 
     def _fail_all(self, message: str) -> None:
         for seq in list(self._by_id.values()):
