@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -73,31 +74,54 @@ def _presented_key(headers: dict[bytes, bytes]) -> str:
     return headers.get(b"x-api-key", b"").decode("latin-1")
 
 
+OPEN_PATHS = frozenset({"/health"})  # a load balancer's probe needs no key
+
+
+def is_admin_route(method: str, path: str) -> bool:
+    """Cache admin (/v1/cache...) and model load/unload: with admin keys set, only they may."""
+    if path == "/v1/cache" or path.startswith("/v1/cache/"):
+        return True
+    return method == "POST" and path.startswith("/v1/models/") and path.endswith(("/load", "/unload"))
+
+
 class APIKeys:
-    """401 for /v1 requests without a valid key. A plain ASGI middleware: Starlette's
+    """401 for requests without a valid key, on every route but /health (/openapi.json and
+    unknown paths included); 403 for admin routes without an admin key when admin keys are
+    set. Admin keys are API keys too. A plain ASGI middleware: Starlette's
     BaseHTTPMiddleware would relay every streamed chunk through an extra task and queue."""
 
-    def __init__(self, app: ASGIApp, keys: list[str]) -> None:
+    def __init__(self, app: ASGIApp, keys: list[str], admin_keys: list[str] | None = None) -> None:
         self.app = app
-        self.keys = keys
+        self.admin_keys = list(admin_keys or [])
+        self.keys = list(keys) + self.admin_keys if keys else []
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if (
-            scope["type"] == "http"
-            and self.keys
-            and scope["path"].startswith("/v1")
-            and not _key_ok(_presented_key(dict(scope.get("headers", []))), self.keys)
-        ):
-            response = JSONResponse(
-                error_body(401, "Invalid or missing API key.", code="invalid_api_key"), status_code=401
-            )
-            return await response(scope, receive, send)
+        if scope["type"] != "http" or scope["path"] in OPEN_PATHS or scope["method"] == "OPTIONS":
+            return await self.app(scope, receive, send)  # OPTIONS: CORS preflights carry no key
+        given = _presented_key(dict(scope.get("headers", [])))
+        if self.keys and not _key_ok(given, self.keys):
+            return await _deny(scope, receive, send, 401, "Invalid or missing API key.")
+        if self.admin_keys and is_admin_route(scope["method"], scope["path"]):
+            if not _key_ok(given, self.admin_keys):
+                return await _deny(scope, receive, send, 403, "This route needs an admin API key.")
         await self.app(scope, receive, send)
 
 
-def create_app(engine: ModelRegistry, api_keys: list[str], max_body_bytes: int) -> FastAPI:
+async def _deny(scope: Scope, receive: Receive, send: Send, status: int, message: str) -> None:
+    response = JSONResponse(error_body(status, message, code="invalid_api_key"), status_code=status)
+    await response(scope, receive, send)
+
+
+def create_app(
+    engine: ModelRegistry,
+    api_keys: list[str],
+    max_body_bytes: int,
+    *,
+    admin_keys: list[str] | None = None,
+    allowed_origins: list[str] | None = None,
+) -> FastAPI:
     """The app around the model registry (`app.state.engine`: the routes' one door to the
-    engines, whichever models are loaded)."""
+    engines, whichever models are loaded). CORS is off unless `allowed_origins` names some."""
     app = FastAPI(title="mlx-textgen", docs_url=None, redoc_url=None)
     app.state.engine = engine
     constraints.warm(engine.models.values())
@@ -140,6 +164,11 @@ def create_app(engine: ModelRegistry, api_keys: list[str], max_body_bytes: int) 
     app.include_router(chat.router)
     app.include_router(cache.router)
     app.add_middleware(ModelLeases, registry=engine)  # inside APIKeys: no key, no load
-    app.add_middleware(APIKeys, keys=api_keys)
+    app.add_middleware(APIKeys, keys=api_keys, admin_keys=admin_keys)
+    if allowed_origins:  # outside the keys: a preflight gets its answer without one
+        app.add_middleware(
+            CORSMiddleware, allow_origins=list(allowed_origins), allow_methods=["*"],
+            allow_headers=["*"], max_age=600,
+        )
     app.add_middleware(BodyGuard, max_bytes=max_body_bytes)  # outermost: runs first
     return app
