@@ -140,6 +140,11 @@ def create_app(
         message = "Not found." if exc.status_code == 404 else str(exc.detail)
         return JSONResponse(error_body(exc.status_code, message), status_code=exc.status_code)
 
+    @app.exception_handler(RecursionError)
+    async def on_deep(_: Request, exc: RecursionError) -> JSONResponse:
+        # Python's json decoder recurses per level: a body nested thousands deep ends here.
+        return JSONResponse(error_body(400, "The JSON body is nested too deeply."), status_code=400)
+
     @app.exception_handler(Exception)
     async def on_crash(_: Request, exc: Exception) -> JSONResponse:
         # A bug, not the client's fault: the details go to the log under an id, never out.
