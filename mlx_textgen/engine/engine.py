@@ -183,7 +183,7 @@ class Engine:
                 fut.set_exception(RuntimeError(result))
         elif kind == "gone" and not self._stopping:
             self._gone = True
-            code = self._process.exitcode
+            code = self._process.reap()  # the pipe closes a moment before the exit status
             log.error("the engine process of model %s exited unexpectedly (exit code %s); "
                       "its requests fail", self.name, code)  # fmt: skip
             self._fail_everything(f"the engine process of model {self.name} exited")
