@@ -64,6 +64,22 @@ _SERVER_FLAGS: tuple[_Flag, ...] = (
         metavar="KEY",
         help="accepted API key; repeat for several (default: none, no auth)",
     ),
+    _flag("--api-key-file", metavar="PATH",
+          help="file of accepted API keys, one a line (keeps them out of the process list)"),
+    _flag(
+        "--admin-api-key",
+        dest="admin_api_keys",
+        action="append",
+        metavar="KEY",
+        help="key required for cache and model admin routes; repeat for several",
+    ),
+    _flag(
+        "--allowed-origins",
+        dest="allowed_origins",
+        action="append",
+        metavar="ORIGIN",
+        help="browser origin allowed by CORS; repeat for several (default: CORS off)",
+    ),
     _flag("--max-running-requests", type=int, metavar="N", help="requests generated together"),
     _flag(
         "--max-queued-requests",

@@ -68,6 +68,9 @@ _OWN_COMMENTS = {
     "max_model_memory_gb": "budget for resident models' weights + KV headroom; null = none",
     "kv_headroom_tokens": "KV each resident model is assumed to need, in tokens",
     "model_wait_timeout": "seconds a request waits for a model to make room, then 503",
+    "api_key_file": "file of more API keys, one a line (keeps them out of the process list)",
+    "admin_api_keys": "keys for cache and model admin; empty = any API key may",
+    "allowed_origins": "browser origins allowed by CORS (e.g. http://localhost:3000); empty = off",
 }
 
 

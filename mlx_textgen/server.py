@@ -33,6 +33,7 @@ def build_app(cfg: ServerConfig) -> Any:
     from mlx_textgen.engine.engine import EngineOptions, EngineStartupError
     from mlx_textgen.engine.registry import ModelRegistry
 
+    api_keys = cfg.all_api_keys()  # a bad key file stops the start before any model loads
     options = EngineOptions(
         cache_root=cfg.resolved_cache_dir(),
         cpu_weights=cfg.cpu_weights,
@@ -62,7 +63,10 @@ def build_app(cfg: ServerConfig) -> Any:
         registry.preload()
     except EngineStartupError as exc:
         raise ModelLoadError(str(exc)) from None
-    app = create_app(registry, list(cfg.api_keys), cfg.max_body_bytes)
+    app = create_app(
+        registry, api_keys, cfg.max_body_bytes,
+        admin_keys=list(cfg.admin_api_keys), allowed_origins=list(cfg.allowed_origins),
+    )
     app.state.use_reasoning_content = cfg.use_reasoning_content  # chat's default (api/reasoning.py)
 
     @asynccontextmanager

@@ -7,12 +7,14 @@ from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-from mlx_textgen.api.errors import APIError, error_body, error_response
 from mlx_textgen.api import constraints
+from mlx_textgen.api.body import BodyGuard
+from mlx_textgen.api.errors import APIError, error_body, error_response, internal_error
 from mlx_textgen.api.leases import ModelLeases
 from mlx_textgen.api.routes import cache, chat, completions, models
 
@@ -46,6 +48,8 @@ def validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
         return "We could not parse the JSON body of your request: invalid JSON.", None
     if kind == "extra_forbidden":
         return f"Unrecognized request argument supplied: {param}", param
+    if kind == "missing" and not param:
+        return "The request body is empty; it must be a JSON object.", None
     if kind == "missing":
         return f"Missing required parameter: '{param}'.", param
     if kind in ("model_attributes_type", "dict_type") and not param:
@@ -53,39 +57,6 @@ def validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
     if any(_is_union_tag(p) for p in loc) and kind.endswith("_type"):
         return f"Invalid type for '{param}'.", param
     return f"Invalid value for '{param}': {err.get('msg', 'invalid')}.", param
-
-
-class BodyLimit:
-    """413 for bodies over the limit, counted as they arrive (Content-Length can lie)."""
-
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
-        self.app = app
-        self.max_bytes = max_bytes
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        declared = dict(scope.get("headers", [])).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            return await self._reject(send)
-        seen = 0
-
-        async def limited() -> Message:
-            nonlocal seen
-            msg = await receive()
-            if msg["type"] == "http.request":
-                seen += len(msg.get("body", b""))
-                if seen > self.max_bytes:
-                    raise APIError(413, f"Request body is larger than {self.max_bytes} bytes.")
-            return msg
-
-        await self.app(scope, limited, send)
-
-    async def _reject(self, send: Send) -> None:
-        response = JSONResponse(
-            error_body(413, f"Request body is larger than {self.max_bytes} bytes."), status_code=413
-        )
-        await response({"type": "http"}, None, send)  # type: ignore[arg-type]
 
 
 def _key_ok(given: str, keys: list[str]) -> bool:
@@ -103,31 +74,54 @@ def _presented_key(headers: dict[bytes, bytes]) -> str:
     return headers.get(b"x-api-key", b"").decode("latin-1")
 
 
+OPEN_PATHS = frozenset({"/health"})  # a load balancer's probe needs no key
+
+
+def is_admin_route(method: str, path: str) -> bool:
+    """Cache admin (/v1/cache...) and model load/unload: with admin keys set, only they may."""
+    if path == "/v1/cache" or path.startswith("/v1/cache/"):
+        return True
+    return method == "POST" and path.startswith("/v1/models/") and path.endswith(("/load", "/unload"))
+
+
 class APIKeys:
-    """401 for /v1 requests without a valid key. A plain ASGI middleware: Starlette's
+    """401 for requests without a valid key, on every route but /health (/openapi.json and
+    unknown paths included); 403 for admin routes without an admin key when admin keys are
+    set. Admin keys are API keys too. A plain ASGI middleware: Starlette's
     BaseHTTPMiddleware would relay every streamed chunk through an extra task and queue."""
 
-    def __init__(self, app: ASGIApp, keys: list[str]) -> None:
+    def __init__(self, app: ASGIApp, keys: list[str], admin_keys: list[str] | None = None) -> None:
         self.app = app
-        self.keys = keys
+        self.admin_keys = list(admin_keys or [])
+        self.keys = list(keys) + self.admin_keys if keys else []
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if (
-            scope["type"] == "http"
-            and self.keys
-            and scope["path"].startswith("/v1")
-            and not _key_ok(_presented_key(dict(scope.get("headers", []))), self.keys)
-        ):
-            response = JSONResponse(
-                error_body(401, "Invalid or missing API key.", code="invalid_api_key"), status_code=401
-            )
-            return await response(scope, receive, send)
+        if scope["type"] != "http" or scope["path"] in OPEN_PATHS or scope["method"] == "OPTIONS":
+            return await self.app(scope, receive, send)  # OPTIONS: CORS preflights carry no key
+        given = _presented_key(dict(scope.get("headers", [])))
+        if self.keys and not _key_ok(given, self.keys):
+            return await _deny(scope, receive, send, 401, "Invalid or missing API key.")
+        if self.admin_keys and is_admin_route(scope["method"], scope["path"]):
+            if not _key_ok(given, self.admin_keys):
+                return await _deny(scope, receive, send, 403, "This route needs an admin API key.")
         await self.app(scope, receive, send)
 
 
-def create_app(engine: ModelRegistry, api_keys: list[str], max_body_bytes: int) -> FastAPI:
+async def _deny(scope: Scope, receive: Receive, send: Send, status: int, message: str) -> None:
+    response = JSONResponse(error_body(status, message, code="invalid_api_key"), status_code=status)
+    await response(scope, receive, send)
+
+
+def create_app(
+    engine: ModelRegistry,
+    api_keys: list[str],
+    max_body_bytes: int,
+    *,
+    admin_keys: list[str] | None = None,
+    allowed_origins: list[str] | None = None,
+) -> FastAPI:
     """The app around the model registry (`app.state.engine`: the routes' one door to the
-    engines, whichever models are loaded)."""
+    engines, whichever models are loaded). CORS is off unless `allowed_origins` names some."""
     app = FastAPI(title="mlx-textgen", docs_url=None, redoc_url=None)
     app.state.engine = engine
     constraints.warm(engine.models.values())
@@ -145,6 +139,16 @@ def create_app(engine: ModelRegistry, api_keys: list[str], max_body_bytes: int) 
     async def on_http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         message = "Not found." if exc.status_code == 404 else str(exc.detail)
         return JSONResponse(error_body(exc.status_code, message), status_code=exc.status_code)
+
+    @app.exception_handler(RecursionError)
+    async def on_deep(_: Request, exc: RecursionError) -> JSONResponse:
+        # Python's json decoder recurses per level: a body nested thousands deep ends here.
+        return JSONResponse(error_body(400, "The JSON body is nested too deeply."), status_code=400)
+
+    @app.exception_handler(Exception)
+    async def on_crash(_: Request, exc: Exception) -> JSONResponse:
+        # A bug, not the client's fault: the details go to the log under an id, never out.
+        return error_response(internal_error(exc, "unhandled error in a route"))
 
     @app.get("/health")
     async def health(memory: bool = False) -> Any:
@@ -165,6 +169,11 @@ def create_app(engine: ModelRegistry, api_keys: list[str], max_body_bytes: int) 
     app.include_router(chat.router)
     app.include_router(cache.router)
     app.add_middleware(ModelLeases, registry=engine)  # inside APIKeys: no key, no load
-    app.add_middleware(APIKeys, keys=api_keys)
-    app.add_middleware(BodyLimit, max_bytes=max_body_bytes)  # outermost: runs first
+    app.add_middleware(APIKeys, keys=api_keys, admin_keys=admin_keys)
+    if allowed_origins:  # outside the keys: a preflight gets its answer without one
+        app.add_middleware(
+            CORSMiddleware, allow_origins=list(allowed_origins), allow_methods=["*"],
+            allow_headers=["*"], max_age=600,
+        )
+    app.add_middleware(BodyGuard, max_bytes=max_body_bytes)  # outermost: runs first
     return app

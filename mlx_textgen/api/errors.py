@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import logging
+import uuid
 from typing import Any
 
 from fastapi.responses import JSONResponse
 
+log = logging.getLogger("mlx_textgen.api")
+
 _TYPES = {
     400: "invalid_request_error",
     401: "authentication_error",
+    403: "permission_error",
     404: "not_found_error",
     413: "invalid_request_error",
     429: "rate_limit_error",
@@ -60,3 +65,18 @@ def error_response(err: APIError) -> JSONResponse:
 
 def bad_request(message: str, param: str | None = None, code: str | None = None) -> APIError:
     return APIError(400, message, param=param, code=code)
+
+
+def internal_error(detail: BaseException | str, what: str, status: int = 500) -> APIError:
+    """A server-side failure as the client sees it: a generic message and an id; the detail
+    goes to the log under that id (internal text never reaches a client)."""
+    error_id = uuid.uuid4().hex[:12]
+    if isinstance(detail, BaseException):
+        log.error("%s [error id %s]", what, error_id, exc_info=detail)
+    else:
+        log.error("%s [error id %s]: %s", what, error_id, detail)
+    return APIError(
+        status,
+        f"The server had an error while processing your request (error id {error_id}).",
+        code="internal_error",
+    )

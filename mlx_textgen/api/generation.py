@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 from fastapi import Request as HTTPRequest
 
-from mlx_textgen.api.errors import APIError, error_body
+from mlx_textgen.api.errors import APIError, internal_error
 from mlx_textgen.engine.request import (
     FinishReason,
     Request,
@@ -85,7 +85,7 @@ class Job:
         # A seeded request with n > 1 should give n different samples, reproducibly.
         if self.params.seed is None or j == 0:
             return self.params
-        return replace(self.params, seed=self.params.seed + j)
+        return replace(self.params, seed=(self.params.seed + j) % 2**64)  # a seed is 64 bits
 
     def states(self) -> list[ChoiceState]:
         return [
@@ -136,10 +136,13 @@ def _log_done(job: Job, states: list[ChoiceState], first_token: float | None, ou
 
 
 def _error_of(out: RequestOutput) -> APIError | None:
-    if out.finish_reason == FinishReason.ERROR:
-        code = "timeout" if out.error_status == 504 else "generation_error"
-        return APIError(out.error_status, out.error or "generation failed", code=code)
-    return None
+    if out.finish_reason != FinishReason.ERROR:
+        return None
+    if out.error_status == 504:
+        return APIError(504, out.error or "request timed out", code="timeout")
+    if out.error_status >= 500:  # the engine's own text goes to the log only
+        return internal_error(out.error or "generation failed", f"request {out.request_id} failed")
+    return APIError(out.error_status, out.error or "generation failed", code="generation_error")
 
 
 async def _watch_disconnect(http: HTTPRequest, on_gone: Callable[[], None]) -> None:
@@ -212,8 +215,7 @@ async def stream_sse(
                 yield sse(base() | {"choices": [], "usage": usage(states)})
         yield sse("[DONE]")
     except Exception as exc:
-        log.exception("stream failed")
-        yield sse(error_body(500, f"internal error: {exc}"))
+        yield sse(internal_error(exc, f"stream of {job.response_id} failed").body())
         yield sse("[DONE]")
         outcome = "error"
     finally:

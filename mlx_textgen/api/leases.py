@@ -29,7 +29,7 @@ def _model_field(body: bytes) -> tuple[bool, str | None]:
     JSON object with a string or absent `model` (the route then answers the 400)."""
     try:
         data = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):  # too deep: the route answers the 400
         return False, None
     if not isinstance(data, dict):
         return False, None

@@ -30,9 +30,12 @@ class BudgetedStore(DiskStore):
         arrays: dict[str, np.ndarray],
         dtypes: dict[str, str],
         meta: dict[str, str] | None = None,
+        *,
+        replace: bool = True,
     ) -> int:
-        self.delete(record.fingerprint, record.key)
-        size = super().put(record, arrays, dtypes, meta)
+        # Renamed over the old file, never deleted first: a kill between the two would
+        # lose an entry that was whole on disk.
+        size = super().put(record, arrays, dtypes, meta, replace=replace)
         self._total = self.nbytes() if self._total is None else self._total + size
         if self._total > self.budget_bytes:
             # The new file is newest, so it goes last anyway; protecting it keeps its

@@ -253,7 +253,9 @@ class PromptCacheManager:
         limit = len(tokens) if held is None else min(held, len(tokens))
         query = tuple(tokens)
         added = 0
+        tails: list[tuple[Node, Segment]] = []
         for node in {id(n): n for n in created}.values():  # a node split twice comes twice
+            split = False
             if _on_path(node, query) and node.end <= limit:
                 if node.trimmable:
                     segment: Segment | None = seg.slice_kv(cache, node.start, node.end)
@@ -261,9 +263,17 @@ class PromptCacheManager:
                     segment = seg.snapshot(cache, node.end) if node.end == limit else None
             else:
                 segment = self._split_tail(fp, node) if node.trimmable else None
+                split = True
             if segment is None:
                 continue  # a checkpoint branch point, or a tail lost with its old blob
             added += self._put_ram(fp, node, segment)
+            if split:
+                tails.append((node, segment))
+            else:
+                self._submit(fp, index, node, segment)
+        # A split tail's file replaces one that holds its head's tokens too: written last,
+        # so a kill in between leaves the old file (still whole) rather than a lost head.
+        for node, segment in tails:
             self._submit(fp, index, node, segment)
         return added
 

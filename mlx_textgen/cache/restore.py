@@ -103,9 +103,10 @@ class RestoreMixin:
     def _link(self, parent: Node, record: SegmentRecordLike) -> Node | None:
         now = self._clock()
         if self._trimmable:
-            if record.tokens[0] in parent.children:
+            place = self._below_split(parent, record.tokens)
+            if place is None:
                 return None
-            node = self._add_child(parent, record.tokens, now)
+            node = self._add_child(place[0], place[1], now)
         else:
             node = self._place_checkpoint(parent, record.tokens, now)
             if node.stored:
@@ -114,6 +115,20 @@ class RestoreMixin:
         node.on_disk, node.nbytes_disk = record.nbytes > 0, record.nbytes
         node.is_boundary, node.last_use = record.is_boundary, now
         return node
+
+    @staticmethod
+    def _below_split(parent: Node, span: tuple[int, ...]) -> tuple[Node, tuple[int, ...]] | None:
+        """Where a trimmable span links: below ``parent``, or below the children whose spans
+        are its head (its file was written before its segment was split, and a kill came
+        before the rewrite; keys chain per token, so its key still holds). None: it collides."""
+        node, rest = parent, span
+        while rest and rest[0] in node.children:
+            child = node.children[rest[0]]
+            n = len(child.tokens)
+            if n >= len(rest) or tuple(rest[:n]) != tuple(child.tokens):
+                return None
+            node, rest = child, rest[n:]
+        return (node, rest) if rest else None
 
     def _place_checkpoint(self, parent: Node, span: tuple[int, ...], now: float) -> Node:
         """The node ending where ``span`` ends below ``parent``, splitting or adding one."""

@@ -112,6 +112,23 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _writer_alive(temp_name: str) -> bool:
+    """Whether the process that named this temp file (``.<key>.<pid>.<hex>.tmp``) runs."""
+    parts = temp_name.split(".")
+    if len(parts) != 5 or not parts[2].isdigit():
+        return True  # not ours to judge: only age removes it
+    pid = int(parts[2])
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):  # another user's process, or no signals here
+        return True
+    return True
+
+
 def _scandir(path: Path) -> list[os.DirEntry[str]]:
     """List a directory, empty if it vanished (another process deleted it)."""
     try:
@@ -182,15 +199,19 @@ class DiskStore:
         arrays: dict[str, np.ndarray],
         dtypes: dict[str, str],
         meta: dict[str, str] | None = None,
+        *,
+        replace: bool = False,
     ) -> int:
         """Write one segment atomically; return its size on disk.
 
-        Idempotent: if a sound file for the key exists it is only touched. Returns 0 (and
-        logs) when the file would exceed the whole budget. Raises ValueError on bad input.
+        Idempotent: if a sound file for the key exists it is only touched, unless `replace`
+        (then the new file is renamed over it: a kill leaves the old or the new one, whole).
+        Returns 0 (and logs) when the file would exceed the whole budget. Raises ValueError
+        on bad input.
         """
         path = self.path_for(record.fingerprint, record.key)
         arrays = prepare_arrays(arrays, dtypes)
-        existing = self._existing_size(path, record)
+        existing = None if replace else self._existing_size(path, record)
         if existing is not None:
             return existing
         fields = build_metadata(record, arrays, dtypes, meta or {})
@@ -334,10 +355,13 @@ class DiskStore:
 
     @staticmethod
     def _remove_stale_temp(path: Path) -> None:
+        """A temp file whose writer is gone (its pid, in the name, is not running) or that
+        is old; one a live writer (this process or another) is still writing stays."""
         try:
-            if time.time() - path.stat().st_mtime > TEMP_MAX_AGE_S:
+            old = time.time() - path.stat().st_mtime > TEMP_MAX_AGE_S
+            if old or not _writer_alive(path.name):
                 path.unlink()
-                log.info("removed stale temp file %s", path)
+                log.info("removed a temp file left by a dead writer: %s", path)
         except FileNotFoundError:
             pass
 

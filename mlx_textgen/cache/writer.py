@@ -4,10 +4,15 @@ The MLX thread converts a segment to numpy and calls ``submit``, which only enqu
 One daemon thread drains the queue into ``DiskStore.put``. The queue is bounded in
 bytes; a submission that would exceed the bound while others are pending is dropped (the
 segment simply is not persisted), since waiting would stall generation.
+
+A cache directory that can't be written (read-only, full, no permission) turns the disk
+tier off for ``DISK_RETRY_S``: requests go on with the RAM tier, the log says so once per
+outage, and the writer tries again after.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import threading
 import time
@@ -23,6 +28,12 @@ log = logging.getLogger("mlx_textgen.cache")
 
 OnDone = Callable[[SegmentRecord, int | None], None]
 DEFAULT_MAX_PENDING_BYTES = 1 << 30
+DISK_RETRY_S = 60.0
+# The directory refuses writes as a whole: more writes would fail the same way.
+_DISK_OFF_ERRNOS = frozenset(
+    getattr(errno, name) for name in ("EROFS", "ENOSPC", "EACCES", "EPERM", "EDQUOT", "EFBIG")
+    if hasattr(errno, name)
+)
 
 
 @dataclass
@@ -51,6 +62,7 @@ class DiskWriter:
         self._pending_bytes = 0  # queued plus the job being written
         self._busy = False
         self._closed = False
+        self._off_until: float | None = None  # the disk tier is off until then (monotonic)
         self._thread = threading.Thread(
             target=self._run, name="mlx_textgen-cache-writer", daemon=True
         )
@@ -76,6 +88,8 @@ class DiskWriter:
             if self._closed:
                 log.warning("disk writer closed; segment %s dropped", record.key)
                 return False
+            if self._off_until is not None and time.monotonic() < self._off_until:
+                return False  # the outage was logged when it began
             # An idle writer takes any one segment, so a prompt whose KV alone exceeds the
             # bound (an 8B model's 8,000 tokens are ~1 GB) is still persisted.
             if self._pending_bytes and self._pending_bytes + nbytes > self.max_pending_bytes:
@@ -122,12 +136,47 @@ class DiskWriter:
             result: int | None
             try:
                 result = self.store.put(job.record, job.arrays, job.dtypes, job.meta)
+            except OSError as exc:
+                if exc.errno not in _DISK_OFF_ERRNOS:
+                    log.exception("writing prompt-cache segment %s failed", job.record.key)
+                else:
+                    self._disk_off(exc)
+                result = None
             except Exception:  # a failed write must not kill the writer
                 log.exception("writing prompt-cache segment %s failed", job.record.key)
                 result = None
+            else:
+                self._disk_on()
             self._finish(job, result)
 
-    def _finish(self, job: _Job, result: int | None) -> None:
+    @property
+    def disk_off(self) -> bool:
+        """Whether the disk tier is off now (its directory refused a write)."""
+        with self._cond:
+            return self._off_until is not None and time.monotonic() < self._off_until
+
+    def _disk_off(self, exc: OSError) -> None:
+        with self._cond:
+            first = self._off_until is None
+            self._off_until = time.monotonic() + DISK_RETRY_S
+            dropped = list(self._jobs)
+            self._jobs.clear()  # they would fail the same way
+        if first:
+            log.warning(
+                "prompt cache: the disk tier is off (%s: %s); requests go on with the RAM "
+                "tier only; retrying in %.0fs", type(exc).__name__, exc, DISK_RETRY_S,
+            )  # fmt: skip
+        for job in dropped:
+            self._finish(job, None, busy=True)
+
+    def _disk_on(self) -> None:
+        with self._cond:
+            was_off, self._off_until = self._off_until is not None, None
+        if was_off:
+            log.info("prompt cache: the disk tier is on again")
+
+    def _finish(self, job: _Job, result: int | None, busy: bool = False) -> None:
+        """Report a job; `busy`: another job is still being written (do not clear the flag)."""
         if job.on_done is not None:
             try:
                 job.on_done(job.record, result)
@@ -135,5 +184,5 @@ class DiskWriter:
                 log.exception("on_done callback for segment %s failed", job.record.key)
         with self._cond:
             self._pending_bytes -= job.nbytes
-            self._busy = False
+            self._busy = busy
             self._cond.notify_all()

@@ -130,6 +130,11 @@ class Engine:
     def pid(self) -> int | None:
         return self._process.pid
 
+    @property
+    def exitcode(self) -> int | None:
+        """The engine process's exit status once it has exited (negative: the signal)."""
+        return self._process.exitcode
+
     def start(self) -> Any:
         """Start the engine process; returns the model's estimated Footprint once resolved
         (EngineStartupError, one line, when it can't be)."""
@@ -178,7 +183,7 @@ class Engine:
                 fut.set_exception(RuntimeError(result))
         elif kind == "gone" and not self._stopping:
             self._gone = True
-            code = self._process.exitcode
+            code = self._process.reap()  # the pipe closes a moment before the exit status
             log.error("the engine process of model %s exited unexpectedly (exit code %s); "
                       "its requests fail", self.name, code)  # fmt: skip
             self._fail_everything(f"the engine process of model {self.name} exited")

@@ -26,6 +26,7 @@ from mlx_textgen.engine import sampling
 from mlx_textgen.engine.caching import EngineCache
 from mlx_textgen.engine.guiding import Guides
 from mlx_textgen.engine.inbox import Inbox
+from mlx_textgen.engine.ending import RequestEnding
 from mlx_textgen.engine.loaded import LoadedModel
 from mlx_textgen.engine.prefill import PrefillJob
 from mlx_textgen.engine.request import (
@@ -51,7 +52,7 @@ class LoopOptions:
     request_timeout: float | None = None
 
 
-class EngineLoop:
+class EngineLoop(RequestEnding):
     """Owns every MLX call. Other threads talk to it only through `submit` and `abort`."""
 
     def __init__(self, configs: list[ModelConfig], options: LoopOptions, emit: Emit) -> None:
@@ -238,13 +239,10 @@ class EngineLoop:
                 for req in group:
                     self._reject(req.request_id, f"this engine serves {loaded.info.name}", status=404)
                 continue
-            self._start_prefill(group)
-
-    def _reject(self, request_id: str, message: str, status: int) -> None:
-        """End a request that never started (nothing of it is held)."""
-        out = RequestOutput(request_id, finish_reason=FinishReason.ERROR, error=message)
-        out.error_status = status
-        self._send([out])
+            try:
+                self._start_prefill(group)
+            except Exception as exc:  # this group's own set-up failed: only it ends
+                self._fail_requests([r.request_id for r in group], exc)
 
     def _start_prefill(self, group: list[Request]) -> None:
         loaded = self._loaded
@@ -353,7 +351,11 @@ class EngineLoop:
                 self._send([seq.finish(FinishReason.STOP)])
                 continue
             params = req.params
-            sampler, procs = self._sampling(seq)
+            try:
+                sampler, procs = self._sampling(seq)
+            except Exception as exc:  # one request's sampler: the others decode on
+                self._fail_requests([req.request_id], exc)
+                continue
             if alone:
                 solo = SoloDecoder(
                     loaded.model, job.cache, req.prompt_ids, sampler, procs,
@@ -449,51 +451,3 @@ class EngineLoop:
         if k is None or (r.finish_reason == "stop" and r.token in seq.stop_token_ids):
             return None
         return self._loaded.logprob(r.token, r.logprobs, k)  # type: ignore[union-attr]
-
-    def _abort(self, request_id: str) -> None:
-        for i, req in enumerate(self._waiting):
-            if req.request_id == request_id:
-                del self._waiting[i]
-                return
-        seq = self._by_id.get(request_id)
-        if seq is not None:
-            self._release(seq)
-            self._send([seq.finish(FinishReason.ABORT)])
-
-    def _expire(self) -> None:
-        timeout = self.options.request_timeout
-        if not timeout:
-            return
-        now = time.monotonic()
-        for seq in [s for s in self._by_id.values() if now - s.request.arrival_time > timeout]:
-            self._release(seq)
-            self._send([seq.finish(FinishReason.ERROR, f"request timed out after {timeout:g}s", 504)])
-
-    def _release(self, seq: Sequence) -> None:
-        """Free a sequence's memory now: out of the decode batch or its prefill job."""
-        if self._solo is not None and self._solo[1] is seq:
-            self._solo = None
-        if seq.uid is not None and self._loaded is not None:
-            self._loaded.generator.remove([seq.uid])
-        for job in list(self._prefill):
-            if job.drop(seq.request_id):
-                self._prefill.remove(job)
-        self._forget(seq)
-
-    def _forget(self, seq: Sequence) -> None:
-        if seq.guide is not None:
-            seq.guide.close()
-        if self._by_id.pop(seq.request_id, None) is not None:
-            req = seq.request
-            self._trace.request(req.request_id, req.arrival_time, seq.first_token_time, seq.num_generated)
-        if seq.uid is not None:
-            self._by_uid.pop(seq.uid, None)
-
-    def _fail_all(self, message: str) -> None:
-        for seq in list(self._by_id.values()):
-            self._forget(seq)
-            self._send([seq.finish(FinishReason.ERROR, message)])
-        self._prefill.clear()
-        self._solo = None
-        if self._loaded is not None:
-            self._loaded.generator = self._loaded.new_generator()

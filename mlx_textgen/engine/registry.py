@@ -263,7 +263,10 @@ class ModelRegistry:
                 slot.engine, slot.state, slot.reserved = None, State.UNLOADED, False
                 slot.info = None
                 slot.draining, slot.drained_for = False, None
-                slot.last_error = "the engine process exited unexpectedly"
+                slot.crashes += 1
+                slot.last_error = (
+                    f"the engine process exited unexpectedly (exit code {engine.exitcode})"
+                )
                 self._retire(engine)
                 log.error("model %s: marked unloaded; the next request for it reloads it",
                           slot.name)
@@ -392,6 +395,7 @@ class ModelRegistry:
                 "state": s.state.value, "engine_pid": e.pid if e is not None else None,
                 "in_flight": e.in_flight if e is not None else 0, "leases": s.leases,
                 "waiting": s.waiters, "pinned": s.pinned, "loads": s.loads,
+                "engine_crashes": s.crashes,
                 "footprint_gb": round(s.footprint / _GB, 3) if s.footprint else None,
                 "memory": dict(e.memory) if e is not None else None, "last_error": s.last_error,
             }  # fmt: skip

@@ -47,6 +47,7 @@ class Slot:
     created: int = 0  # when it was first loaded (unix time), for /v1/models
     load_task: Any = None
     loads: int = 0
+    crashes: int = 0  # times its engine process exited on its own
     last_error: str | None = None
 
     @property

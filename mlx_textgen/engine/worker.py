@@ -131,6 +131,11 @@ class EngineProcess:
     def exitcode(self) -> int | None:
         return self._process.exitcode
 
+    def reap(self, timeout: float = 2.0) -> int | None:
+        """Wait (briefly) for a process whose pipe closed to be gone; its exit status."""
+        self._process.join(timeout)
+        return self._process.exitcode
+
     def start(self) -> Any:
         """Start the process and wait until it has resolved its model; returns the model's
         estimated Footprint (models/memory.py). Nothing is loaded yet: see `load`."""

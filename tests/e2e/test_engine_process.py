@@ -98,12 +98,23 @@ def test_engine_crash_fails_its_requests_and_the_next_request_reloads(smollm2_gg
         assert any('"error"' in e for e in events)
         assert srv.proc.poll() is None  # the server serves on
         assert "engine process of model" in srv.output() and "marked unloaded" in srv.output()
-        assert srv.health()["models"][MODEL]["state"] == "unloaded"
+        gone = srv.health()["models"][MODEL]
+        assert gone["state"] == "unloaded" and gone["engine_crashes"] == 1
+        assert "exited unexpectedly" in gone["last_error"] and "-9" in gone["last_error"]
         r = httpx.post(f"{srv.base_url}/v1/completions", timeout=120,
                        headers={"Authorization": f"Bearer {API_KEY}"},
                        json={"model": MODEL, "prompt": "The capital of France is", "max_tokens": 3})
         assert r.status_code == 200 and r.json()["choices"][0]["text"]
         again = srv.health()["models"][MODEL]
         assert again["state"] == "loaded" and again["engine_pid"] not in (None, pid)
+        assert again["engine_crashes"] == 1 and again["last_error"] is None
+        # An idle engine killed too: the next request reloads it again, without a hand.
+        os.kill(again["engine_pid"], signal.SIGKILL)
+        assert wait_until(lambda: srv.health()["models"][MODEL]["engine_crashes"] == 2, 30)
+        r = httpx.post(f"{srv.base_url}/v1/completions", timeout=120,
+                       headers={"Authorization": f"Bearer {API_KEY}"},
+                       json={"model": MODEL, "prompt": "Hello", "max_tokens": 2})
+        assert r.status_code == 200, r.text
+        assert srv.health()["models"][MODEL]["state"] == "loaded"
     finally:
         srv.stop()

@@ -98,3 +98,25 @@ def test_burst_is_prefilled_as_one_batch(smollm2_gguf, cache_root, tmp_path, mon
     taking = [r for r in rows if r.get("adds") == 2]
     assert len(taking) == 1, "both requests are taken in one iteration"
     assert taking[0]["joined"] == 2 and "prefill" not in taking[0]
+
+
+def test_a_request_whose_setup_fails_ends_alone(loop):
+    """An MLX error in one request's own set-up (a seed mx.random.key refuses, as the API
+    now stops first) ends that request only; one running beside it finishes as usual."""
+    tok = loop.models["m"].hf_tokenizer
+    good = SamplingParams(max_tokens=12, temperature=0.0, ignore_eos=True)
+    loop.submit(Request("bystander", tok.encode("Count: one, two,"), good, "m"))
+    for rid, seed in (("bad-neg", -1), ("bad-big", 2**64)):
+        bad = SamplingParams(max_tokens=12, temperature=1.0, seed=seed, ignore_eos=True)
+        loop.submit(Request(rid, tok.encode("Tell me a story."), bad, "m"))
+    finals = {}
+    tokens = {"bystander": 0}
+    while len(finals) < 3:
+        out = loop.outs.get(timeout=120)
+        tokens[out.request_id] = tokens.get(out.request_id, 0) + len(out.token_ids)
+        if out.finished:
+            finals[out.request_id] = out
+    assert finals["bystander"].finish_reason.value == "length" and tokens["bystander"] == 12
+    for rid in ("bad-neg", "bad-big"):
+        assert finals[rid].finish_reason.value == "error" and finals[rid].error
+    assert not loop._by_id and not loop._by_uid

@@ -474,6 +474,24 @@ def test_restore_relinks_by_parent_key_and_reports_orphans() -> None:
     assert {e.key for e in restored.entries()} == {e.key for e in index.entries()}
 
 
+def test_restore_links_a_file_written_before_its_split_below_the_new_head() -> None:
+    """A kill after a split's new head was written but before the tail's file was
+    rewritten leaves the old, longer file: it still restores, below the head."""
+    index, _ = make()
+    (whole,) = store(index.insert(SYS + [1, 2, 3], [53], trimmable=True), disk=True)
+    old_file = record(index, whole)  # spans the whole prompt: (fp, SYS + [1, 2, 3])
+    head, *_ = store(index.insert(SYS + [7], [50, 51], trimmable=True), disk=True)
+    assert spans([head]) == [(0, 50)] and head.key != whole.key
+    restored, _ = make()
+    assert restored.restore([old_file, record(index, head)]) == []
+    match = restored.match_prefix(SYS + [1, 2, 3, 4])
+    assert spans(match.nodes) == [(0, 50), (50, 53)]
+    assert match.nodes[1].key == whole.key  # keys chain per token: the old key holds
+    # A true collision (same first token, not a head of it) is still skipped.
+    clash = SegmentRecord(segment_key(FP, SYS[:10] + [9]), FP, tuple(SYS[:10] + [9]), 1, True, True)
+    assert restored.restore([clash]) == [clash]
+
+
 def test_restore_skips_records_of_another_kind() -> None:
     index, _ = make()
     store(index.insert([1, 2, 3], [3], trimmable=True), disk=True)

@@ -280,7 +280,7 @@ def test_scan_quarantines_garbage_and_cleans_old_temp_files(store: DiskStore) ->
         "misnamed": _write_raw(store, FP, key_of(16), good.read_bytes()),  # key != name
     }
     old_tmp = good.parent / f".{record.key}.1.dead{store_mod.TEMP_SUFFIX}"
-    new_tmp = good.parent / f".{record.key}.2.live{store_mod.TEMP_SUFFIX}"
+    new_tmp = good.parent / f".{record.key}.{os.getpid()}.live{store_mod.TEMP_SUFFIX}"
     old_tmp.write_bytes(b"partial")
     new_tmp.write_bytes(b"partial")
     os.utime(old_tmp, (time.time() - 2 * store_mod.TEMP_MAX_AGE_S,) * 2)

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Request
-from pydantic import BaseModel, ConfigDict, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 from starlette.concurrency import run_in_threadpool
 
-from mlx_textgen.api.errors import bad_request
+from mlx_textgen.api.errors import APIError, bad_request, internal_error
 from mlx_textgen.api.protocol import ChatCompletionRequest, ChatMessage
 from mlx_textgen.api.routes.chat import _render
-from mlx_textgen.api.routes.common import engine_of, resolve_model
+from mlx_textgen.api.routes.common import engine_of, resolve_model, vocab_size
 from mlx_textgen.engine.engine import Overloaded
+from mlx_textgen.engine.request import FinishReason
 from mlx_textgen.engine.request import Request as EngineRequest
 from mlx_textgen.engine.request import SamplingParams
 
@@ -49,8 +50,8 @@ async def clear_cache(http: Request, model: str | None = None) -> dict[str, Any]
 class WarmupRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     model: StrictStr | None = None
-    prompt: StrictStr | list[int] | None = None
-    messages: list[ChatMessage] | None = None
+    prompt: StrictStr | list[StrictInt] | None = None
+    messages: Annotated[list[ChatMessage], Field(min_length=1)] | None = None
 
 
 @router.post("/v1/cache/warmup")
@@ -67,6 +68,9 @@ async def warmup(body: WarmupRequest, http: Request) -> dict[str, Any]:
         ids = info.hf_tokenizer.encode(body.prompt)
     else:
         ids = list(body.prompt or [])
+        vocab = vocab_size(info)
+        if any(not 0 <= t < vocab for t in ids):
+            raise bad_request(f"token ids must be in 0..{vocab - 1} (this model's vocabulary)", "prompt")
     if len(ids) < 2 or len(ids) >= info.context_length:
         raise bad_request("the prompt must have 2 tokens or more and fit the context", "prompt")
     req = EngineRequest(f"warmup-{id(body)}", ids, SamplingParams(max_tokens=1), info.name,
@@ -74,11 +78,12 @@ async def warmup(body: WarmupRequest, http: Request) -> dict[str, Any]:
     try:
         stream = engine_of(http).open([req])
     except Overloaded as exc:
-        from mlx_textgen.api.errors import APIError
-
         raise APIError(503, str(exc), code="server_overloaded", headers={"Retry-After": "1"}) from None
     out = None
     async for _, out in stream:
-        pass
+        if out.finish_reason == FinishReason.ERROR:
+            if out.error_status < 500:
+                raise APIError(out.error_status, out.error or "warm-up failed")
+            raise internal_error(out.error or "warm-up failed", f"warm-up {req.request_id} failed")
     return {"object": "cache.warmup", "model": info.name, "prompt_tokens": len(ids),
             "cached_tokens": out.cached_tokens if out else 0}

@@ -101,6 +101,11 @@ async def run(
     new_parser: Callable[[int], Any] | None = None,
 ) -> Any:
     """Submit prompts x n and answer with a JSON body or an SSE stream."""
+    if req.stream_options is not None and not req.stream:  # as OpenAI answers
+        raise bad_request(
+            "The 'stream_options' parameter is only allowed when 'stream' is enabled.",
+            "stream_options",
+        )
     params = to_sampling_params(
         req,
         max_tokens=max_tokens,
