@@ -5,29 +5,24 @@ from __future__ import annotations
 
 import re
 
-from .scan import Scans
-from .tool_base import ParsedCall, ToolFormat, Tools
-from .tool_hermes import END, START, tagged_region_end
+from .tool_base import ParsedCall, Tools
+from .tool_hermes import END, START, TaggedFormat
 from .values import convert_value, tool_properties
 
 _ARG = re.compile(r"<arg_key>(.*?)</arg_key>\s*<arg_value>(.*?)</arg_value>", re.DOTALL)
 _NAME = re.compile(r"\s*([^\s<>]+)\s*")
 
 
-class GlmFormat(ToolFormat):
+class GlmFormat(TaggedFormat):
     """A function name, then ``<arg_key>``/``<arg_value>`` pairs, inside ``<tool_call>`` tags."""
 
     name = "glm4"
     markers = (START,)
     start_marker = START
-
-    def region_end(self, region: str, scans: Scans) -> int | None:
-        return tagged_region_end(region, END)
+    end_marker = END
 
     def parse_region(self, region: str, tools: Tools | None) -> list[ParsedCall]:
-        if not region.endswith(END):
-            raise ValueError("unterminated <tool_call>")
-        body = region[len(START) : -len(END)]
+        body = self.tagged_body(region)
         head = _NAME.match(body)
         if head is None:
             raise ValueError("no function name")

@@ -40,20 +40,31 @@ def call_from_object(
     return name, arguments_object(obj.get(key) if key else None)
 
 
-class HermesFormat(ToolFormat):
+class TaggedFormat(ToolFormat):
+    """A format whose every call sits between ``start_marker`` and ``end_marker``."""
+
+    end_marker = ""
+
+    def region_end(self, region: str, scans: Scans) -> int | None:
+        return tagged_region_end(region, self.end_marker)
+
+    def tagged_body(self, region: str) -> str:
+        """The text between the markers; a region without its end marker is no call."""
+        if not region.endswith(self.end_marker):
+            raise ValueError(f"unterminated {self.start_marker}")
+        return region[len(self.start_marker) : -len(self.end_marker)]
+
+
+class HermesFormat(TaggedFormat):
     """JSON object between ``<tool_call>`` tags; one call per tag pair."""
 
     name = "hermes"
     markers = (START,)
     start_marker = START
-
-    def region_end(self, region: str, scans: Scans) -> int | None:
-        return tagged_region_end(region, END)
+    end_marker = END
 
     def parse_region(self, region: str, tools: Tools | None) -> list[ParsedCall]:
-        if not region.endswith(END):
-            raise ValueError("unterminated <tool_call>")
-        body = region[len(START) : -len(END)]
+        body = self.tagged_body(region)
         return [call_from_object(loads_object(body))]
 
     def stream_head(self, region: str) -> tuple[str, int] | None:

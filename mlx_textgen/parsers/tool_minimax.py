@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import re
 
-from .scan import Scans
-from .tool_base import ParsedCall, ToolFormat, Tools
-from .tool_hermes import tagged_region_end
+from .tool_base import ParsedCall, Tools
+from .tool_hermes import TaggedFormat
 from .tool_qwen3_coder import strip_one_newline
 from .values import convert_value, tool_properties
 
@@ -22,20 +21,16 @@ _INVOKE = re.compile(r"<invoke name=([\"']?)([^\"'>]+)\1\s*>(.*?)</invoke>", re.
 _PARAMETER = re.compile(r"<parameter name=([\"']?)([^\"'>]+)\1\s*>(.*?)</parameter>", re.DOTALL)
 
 
-class MiniMaxFormat(ToolFormat):
+class MiniMaxFormat(TaggedFormat):
     """``<invoke name=...>`` blocks with ``<parameter name=...>`` children."""
 
     name = "minimax_m2"
     markers = (START,)
     start_marker = START
-
-    def region_end(self, region: str, scans: Scans) -> int | None:
-        return tagged_region_end(region, END)
+    end_marker = END
 
     def parse_region(self, region: str, tools: Tools | None) -> list[ParsedCall]:
-        if not region.endswith(END):
-            raise ValueError("unterminated <minimax:tool_call>")
-        body = region[len(START) : -len(END)]
+        body = self.tagged_body(region)
         calls = []
         for invoke in _INVOKE.finditer(body):
             name = invoke.group(2).strip()

@@ -14,9 +14,8 @@ from __future__ import annotations
 
 import re
 
-from .scan import Scans
-from .tool_base import ParsedCall, ToolFormat, Tools
-from .tool_hermes import END, START, tagged_region_end
+from .tool_base import ParsedCall, Tools
+from .tool_hermes import END, START, TaggedFormat
 from .values import convert_value, tool_properties
 
 _FUNCTION = re.compile(r"<function=([^>\s]+)>(.*?)</function>", re.DOTALL)
@@ -29,20 +28,16 @@ def strip_one_newline(value: str) -> str:
     return value.removesuffix("\n")
 
 
-class Qwen3CoderFormat(ToolFormat):
+class Qwen3CoderFormat(TaggedFormat):
     """``<function=NAME>`` with ``<parameter=P>`` children, inside ``<tool_call>`` tags."""
 
     name = "qwen3_coder"
     markers = (START,)
     start_marker = START
-
-    def region_end(self, region: str, scans: Scans) -> int | None:
-        return tagged_region_end(region, END)
+    end_marker = END
 
     def parse_region(self, region: str, tools: Tools | None) -> list[ParsedCall]:
-        if not region.endswith(END):
-            raise ValueError("unterminated <tool_call>")
-        body = region[len(START) : -len(END)]
+        body = self.tagged_body(region)
         calls = []
         for function in _FUNCTION.finditer(body):
             name, inner = function.group(1), function.group(2)
