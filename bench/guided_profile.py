@@ -3,10 +3,11 @@
     python bench/guided_profile.py [--shape 1b --tokenizer DIR] [--levels 1,16] [--tokens 96]
 
 Variants, all with the same JSON schema as bench/guided.py's decode: `free` (no constraint),
-`json` (as served), `ones` (the matcher neither advances nor computes masks: an all-allowed
-mask is applied, which costs what applying a mask costs), `skip` (no mask at all: only the
-guide's bookkeeping and the batch's per-row path). Also, per guide call, the host time of
-the whole call and of llguidance's mask (medians, in `json`).
+`json` (as served: the batch's rows masked at once by the decode hook, guided/rows.py),
+`perrow` (each constrained row its own mlx-lm logits processor, the previous design),
+`ones` (the matcher neither advances nor computes masks: an all-allowed mask is applied,
+which costs what applying a mask costs), `skip` (no mask applied: only the hook's
+bookkeeping). Also the time of a step's llguidance masks (median, in `json`).
 """
 
 from __future__ import annotations
@@ -38,7 +39,6 @@ def main() -> None:
     from bench.guided import ENDLESS, model_config
     from mlx_textgen.engine.loop import EngineLoop, LoopOptions
     from mlx_textgen.engine.request import Request, SamplingParams
-    from mlx_textgen.guided import mask as gmask
     from mlx_textgen.guided.constraint import GrammarConstraint
     from mlx_textgen.guided.forms import JsonStyle, from_request
 
@@ -52,9 +52,12 @@ def main() -> None:
     assert lp.startup_error is None, lp.startup_error
     grammar = from_request({"guided_json": ENDLESS}, JsonStyle()).grammar
     tok = lp.models["m"].hf_tokenizer
-    real_fill, real_apply, real_call = GrammarConstraint.fill_mask, gmask.apply_bitmask, gmask.Guide.__call__
-    real_accept = GrammarConstraint.accept
-    host: list[float] = []
+    from mlx_textgen.engine.guiding import Guides
+    from mlx_textgen.guided import rows as grows
+
+    real = (GrammarConstraint.fill_mask, GrammarConstraint.accept, grows._select_rows,
+            grows.RowMasks.__call__, Guides.attach, EngineLoop._sampling,
+            GrammarConstraint.plain_matcher, grows.RowMasks._fill)
     fills: list[float] = []
 
     def timed(fn, into):
@@ -65,25 +68,39 @@ def main() -> None:
             return out
         return run
 
-    def timed_call(self, context, logits):
-        t = time.perf_counter()
-        out = real_call(self, context, logits)
-        host.append(time.perf_counter() - t)
-        return out
+    def per_row_sampling(self, seq):  # each constrained row its own mlx-lm logits processor
+        sampler, procs = real[5](self, seq)
+        return (sampler, [*procs, PerRow(seq.guide)]) if seq.guide else (sampler, procs)
+
+    class PerRow:
+        """The previous design, rebuilt for comparison: the guide as a per-row processor."""
+
+        def __init__(self, guide):
+            self.rows = grows.RowMasks(lp._loaded.vocab_size)
+            self.rows.attach(0, guide, 0)
+
+        def __call__(self, context, logits):
+            return real[3](self.rows, [0], context[-1:], logits[:, None])[:, 0]
 
     def variant(name: str) -> None:
-        GrammarConstraint.fill_mask = real_fill
-        GrammarConstraint.accept = real_accept
-        gmask.apply_bitmask = real_apply
+        (GrammarConstraint.fill_mask, GrammarConstraint.accept, grows._select_rows,
+         grows.RowMasks.__call__, Guides.attach, EngineLoop._sampling,
+         GrammarConstraint.plain_matcher, grows.RowMasks._fill) = real
         if name in ("ones", "skip"):  # the matcher neither advances nor computes masks
             GrammarConstraint.accept = lambda self, token: None
+            GrammarConstraint.plain_matcher = lambda self: None
 
             def fill(self, words):
                 words.fill(-1)
-                return name == "ones"
+                return True
             GrammarConstraint.fill_mask = fill
-        gmask.Guide.__call__ = timed_call
-        GrammarConstraint.fill_mask = timed(GrammarConstraint.fill_mask, fills) if name == "json" else GrammarConstraint.fill_mask
+        if name == "skip":
+            grows._select_rows = lambda logits, words: logits
+        if name == "perrow":
+            Guides.attach = lambda *a: None
+            EngineLoop._sampling = per_row_sampling
+        if name == "json":
+            grows.RowMasks._fill = timed(real[7], fills)
 
     waves = iter(range(10**6))
 
@@ -105,20 +122,18 @@ def main() -> None:
                 assert o.error is None, (name, o.error)
         return statistics.median(b - a for a, b in zip(stamps, stamps[1:]))
 
-    names = ["free", "json", "ones", "skip"]
+    names = ["free", "json", "perrow", "ones", "skip"]
     for n in levels:
         for name in names:
             wave(n, name)
         rows: dict[str, list[float]] = {k: [] for k in names}
-        host.clear()
         fills.clear()
         for r in range(args.rounds):
             for name in (names if r % 2 == 0 else names[::-1]):
                 rows[name].append(wave(n, name))
         line = "  ".join(f"{k} {statistics.median(v) * 1e3:6.2f}" for k, v in rows.items())
-        print(f"streams={n:2d} median step ms: {line}   guide call median {statistics.median(host) * 1e6:.0f} us"
-              f" (p90 {sorted(host)[int(len(host) * 0.9)] * 1e6:.0f} us), llguidance mask median"
-              f" {statistics.median(fills or [0]) * 1e6:.0f} us", flush=True)
+        print(f"streams={n:2d} median step ms: {line}   llguidance masks"
+              f" {statistics.median(fills or [0]) * 1e6:.0f} us per step (median)", flush=True)
     lp.stop()
 
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import mlx.core as mx
 from mlx import nn
-from mlx_lm.generate import BatchGenerator, StopSequences, generate_step
+from mlx_lm.generate import BatchGenerator, GenerationBatch, StopSequences, generate_step
 from mlx_lm.models.cache import BatchKVCache, KVCache, make_prompt_cache
 from mlx_lm.sample_utils import apply_min_p, apply_top_k, apply_top_p
 from mlx_lm.tokenizer_utils import TokenizerWrapper
@@ -30,6 +30,7 @@ __all__ = [
     "load_tokenizer",
     "load_weights",
     "make_prompt_cache",
+    "set_decode_hook",
     "to_float_weights",
 ]
 
@@ -74,3 +75,45 @@ def to_float_weights(model: nn.Module, dtype: mx.Dtype = mx.float32) -> bool:
     model.set_dtype(dtype)
     mx.eval(model.parameters())
     return quantized
+
+
+# A batch-level hook on the decode step's logits: `hook(uids, tokens, logits) -> logits`,
+# called with the rows' uids in batch order, the (B,) tokens the forward pass takes (the
+# array the last step sampled, not a view of it: reading a new view would queue behind the
+# forward pass) and its (B, 1, V) logits, before mlx-lm's per-row processors and sampling.
+# Structured output masks every constrained row with one kernel here: a per-row logits
+# processor would make mlx-lm slice, process and re-concatenate every row of every step.
+_decode_hooks: dict[int, Any] = {}
+
+
+def set_decode_hook(model: nn.Module, hook: Any | None) -> None:
+    """Install (or, with None, remove) the decode-step logits hook of `model`'s batches."""
+    if hook is None:
+        _decode_hooks.pop(id(model), None)
+    else:
+        _decode_hooks[id(model)] = hook
+
+
+def _with_decode_hook(step: Any) -> Any:
+    def hooked_step(self: Any) -> Any:
+        hook = _decode_hooks.get(id(self.model))
+        if hook is None:
+            return step(self)
+        model, uids, tokens = self.model, list(self.uids), self._next_tokens
+        mx.async_eval(tokens)  # a join's concatenation or a filter's gather: before the forward
+
+        def forward(inputs: mx.array, cache: Any = None) -> mx.array:
+            return hook(uids, tokens, model(inputs, cache=cache))
+
+        self.model = forward
+        try:
+            return step(self)
+        finally:
+            self.model = model
+
+    hooked_step.__wrapped__ = step  # type: ignore[attr-defined]
+    return hooked_step
+
+
+if not hasattr(GenerationBatch._step, "__wrapped__"):
+    GenerationBatch._step = _with_decode_hook(GenerationBatch._step)

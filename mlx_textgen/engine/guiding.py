@@ -6,10 +6,14 @@ thread that hands requests to the loop, so the model thread only copies a ready 
 
 from __future__ import annotations
 
+from typing import Any
+
+from mlx_textgen import backend
 from mlx_textgen.engine.request import SamplingParams
 from mlx_textgen.guided.compiler import ConstraintError, GrammarCache, make_tokenizer
 from mlx_textgen.guided.constraint import Constraint, GrammarConstraint, Triggered
-from mlx_textgen.guided.mask import Guide, MaskBatch
+from mlx_textgen.guided.guide import Guide
+from mlx_textgen.guided.rows import RowMasks
 from mlx_textgen.guided.thinking import ThinkingBudget
 from mlx_textgen.models.loader import ModelInfo
 
@@ -19,12 +23,19 @@ class Guides:
 
     def __init__(self) -> None:
         self._caches: dict[str, GrammarCache] = {}
-        self._batches: dict[str, MaskBatch] = {}
+        self._rows: dict[str, RowMasks] = {}
 
-    def begin_step(self) -> None:
-        """Once per engine step, before any model call (see guided/mask.py)."""
-        for batch in self._batches.values():
-            batch.begin_step()
+    def install(self, info: ModelInfo, model: Any, vocab_size: int) -> None:
+        """Mask the constrained rows of `model`'s decode batches (guided/rows.py)."""
+        rows = self._rows[info.name] = RowMasks(vocab_size)
+        backend.set_decode_hook(model, rows)
+
+    def attach(self, info: ModelInfo, uid: int, guide: Guide, generated: int) -> RowMasks:
+        """Row `uid` decodes under `guide`, `generated` tokens into its output; the hook
+        that masks it (a lone sequence's decoder calls it itself)."""
+        rows = self._rows[info.name]
+        rows.attach(uid, guide, generated)
+        return rows
 
     def _cache(self, info: ModelInfo) -> GrammarCache:
         cache = self._caches.get(info.name)
@@ -47,7 +58,7 @@ class Guides:
             return exc.message
         return None
 
-    def new(self, info: ModelInfo, params: SamplingParams, vocab_size: int) -> Guide | None:
+    def new(self, info: ModelInfo, params: SamplingParams) -> Guide | None:
         """A fresh guide for one sequence of a request, or None if it is unconstrained."""
         if params.grammar is None and not params.reasoning_end_ids:
             return None
@@ -67,7 +78,4 @@ class Guides:
                 start=params.reasoning_start, start_ids=params.reasoning_start_ids,
             )
         assert constraint is not None
-        batch = self._batches.get(info.name)
-        if batch is None or batch.words != (vocab_size + 31) // 32:
-            batch = self._batches[info.name] = MaskBatch(vocab_size)
-        return Guide(constraint, batch)
+        return Guide(constraint)

@@ -128,6 +128,7 @@ class EngineLoop(RequestEnding):
                 info, self.options.prefill_step_size, self.options.max_running_requests
             )
             self._guides.warm(info)
+            self._guides.install(info, self._loaded.model, self._loaded.vocab_size)
             return True
         except BaseException as exc:  # reported to the starting thread
             self.startup_error = exc
@@ -152,7 +153,6 @@ class EngineLoop(RequestEnding):
         finished sequence's commit, timeouts."""
         began, stats = time.perf_counter(), self.stats
         self._joined = 0
-        self._guides.begin_step()
         try:
             self._timed("admit", self._admit)
             if self._by_uid or self._solo is not None:
@@ -299,21 +299,17 @@ class EngineLoop(RequestEnding):
             info.extra_stop_words,
         )
         assert self._loaded is not None
-        seq.guide = self._guides.new(info, params, self._loaded.vocab_size)
+        seq.guide = self._guides.new(info, params)
         return seq
 
     def _sampling(self, seq: Sequence) -> tuple[sampling.Sampler, list[sampling.LogitsProcessor]]:
-        """A sequence's sampler and logits processors; its constraint's mask comes last."""
+        """A sequence's sampler and logits processors, its constraint's mask not included."""
         params, loaded = seq.request.params, self._loaded
         assert loaded is not None
         procs = sampling.make_logits_processors(
             params, len(seq.request.prompt_ids), loaded.vocab_size, seq.stop_token_ids
         )
-        sampler = sampling.make_sampler(params)
-        if seq.guide is not None:
-            procs.append(seq.guide)
-            sampler = seq.guide.sampler(sampler)
-        return sampler, procs
+        return sampling.make_sampler(params), procs
 
     def _prefill_step(self) -> None:
         """Spend this step's prefill budget, oldest job first; hand finished jobs to decode."""
@@ -357,9 +353,12 @@ class EngineLoop(RequestEnding):
                 self._fail_requests([req.request_id], exc)
                 continue
             if alone:
+                hook = None
+                if seq.guide is not None:
+                    hook = self._guides.attach(loaded.info, -1, seq.guide, 0)
                 solo = SoloDecoder(
                     loaded.model, job.cache, req.prompt_ids, sampler, procs,
-                    params.max_tokens, seq.stop_token_ids, uid=-1,
+                    params.max_tokens, seq.stop_token_ids, uid=-1, hook=hook,
                 )
                 self._solo = (solo, seq)
                 return
@@ -388,6 +387,8 @@ class EngineLoop(RequestEnding):
         )
         seq.uid = uid
         self._by_uid[uid] = seq
+        if seq.guide is not None:
+            self._guides.attach(loaded.info, uid, seq.guide, seq.num_generated)
         self._joined += 1
 
     def _end_solo(self) -> None:

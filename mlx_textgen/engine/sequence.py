@@ -36,7 +36,7 @@ class Sequence:
         self.cache_note = ""  # why the prompt cache hit or missed, for the request's log line
         self.first_token_time: float | None = None
         self.finish_reason: FinishReason | None = None
-        self.guide: Any = None  # guided.mask.Guide when the output is constrained
+        self.guide: Any = None  # guided.guide.Guide when the output is constrained
 
     @property
     def request_id(self) -> str:

@@ -49,6 +49,7 @@ class SoloDecoder:
         max_tokens: int,
         stop_ids: frozenset[int],
         uid: int,
+        hook: Callable[[list[int], mx.array, mx.array], mx.array] | None = None,
     ) -> None:
         self.model = model
         self.cache = cache
@@ -57,6 +58,7 @@ class SoloDecoder:
         self.max_tokens = max_tokens
         self.stop_ids = stop_ids
         self.uid = uid
+        self.hook = hook  # the decode step's logits hook (a constraint's mask, guided/rows.py)
         self.generated = 0
         self.context = list(prompt[:-1])  # tokens whose KV is in the cache
         self._feed(mx.array(prompt[-1:]))
@@ -64,7 +66,10 @@ class SoloDecoder:
 
     def _feed(self, y: mx.array) -> None:
         """Run `y` (a lazy token is fine) through the model and queue sampling the next one."""
-        logits = self.model(y[None], cache=self.cache)[:, -1, :]
+        logits = self.model(y[None], cache=self.cache)
+        if self.hook is not None:
+            logits = self.hook([self.uid], y, logits)  # `y` itself: see guided/rows.py
+        logits = logits[:, -1, :]
         if self.processors:
             ctx = mx.concatenate([mx.array(self.context, dtype=y.dtype), y])
             for proc in self.processors:

@@ -29,6 +29,12 @@ class Constraint(Protocol):
 
     def fork(self) -> Constraint: ...
 
+    def plain_matcher(self) -> LLMatcher | None:
+        """The llguidance matcher whose mask is exactly this step's mask, if there is one
+        (then the masks of a batch are computed together, in parallel); else None, and
+        `fill_mask` says what the mask is."""
+        ...
+
 
 def mask_words(vocab_size: int) -> np.ndarray:
     """A bitmask buffer for a vocabulary of `vocab_size` tokens."""
@@ -57,6 +63,9 @@ class GrammarConstraint:
 
     def fork(self) -> GrammarConstraint:
         return GrammarConstraint(self._m.deep_copy())
+
+    def plain_matcher(self) -> LLMatcher | None:
+        return self._m
 
 
 class Triggered:
@@ -130,3 +139,6 @@ class Triggered:
         )
         twin._text, twin.active, twin.failed = self._text, self.active, self.failed
         return twin
+
+    def plain_matcher(self) -> LLMatcher | None:
+        return self.inner.plain_matcher() if self.active else None

@@ -14,7 +14,8 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 from mlx_textgen.guided.compiler import ConstraintError, GrammarCache
 from mlx_textgen.guided.constraint import GrammarConstraint, Triggered, mask_words
 from mlx_textgen.guided.forms import JsonStyle, after_whitespace, from_request
-from mlx_textgen.guided.mask import Guide, MaskBatch, apply_bitmask
+from mlx_textgen.guided.guide import Guide
+from mlx_textgen.guided.rows import RowMasks, apply_masks
 
 SCHEMA = {"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]}
 
@@ -234,42 +235,50 @@ def test_a_trigger_at_the_start_only(tokenizer):
 
 
 def test_mask_sets_disallowed_tokens_to_minus_inf():
-    words = mask_words(40)
-    words[0] = 0b1010  # tokens 1 and 3
-    words[1] = 1 | (1 << 20)  # tokens 32 and 52, past the model's 48
-    logits = mx.zeros((1, 48))
-    out = np.array(apply_bitmask(logits, mx.array(words))[0])
-    assert [i for i in range(48) if np.isfinite(out[i])] == [1, 3, 32]
+    words = np.stack([mask_words(40), mask_words(40)])
+    words[0, 0] = 0b1010  # tokens 1 and 3
+    words[0, 1] = 1 | (1 << 20)  # tokens 32 and 52, past the model's 48
+    words[1] = -1
+    out = np.array(apply_masks(mx.zeros((2, 1, 48)), words))
+    assert [i for i in range(48) if np.isfinite(out[0, 0, i])] == [1, 3, 32]
+    assert np.isfinite(out[1]).all()
 
 
 def test_guide_observes_each_token_once(tokenizer):
     cache = GrammarCache(lambda: tokenizer)
-    grammar = from_request({"guided_regex": "ab+"}, JsonStyle()).grammar
-    batch = MaskBatch(VOCAB)
-    guide = Guide(GrammarConstraint(cache.matcher(grammar)), batch)
-    sample = guide.sampler(lambda lp: mx.argmax(lp, axis=-1))
-    logits = mx.zeros((1, VOCAB)).at[:, ids("b")[0]].add(1.0)  # "b" over EOS where both fit
-    for expected in "abb":
-        batch.begin_step()
-        token = sample(guide(mx.array([]), logits))
-        assert int(token.item()) == ids(expected)[0]
-    guide.observe(2, ids("b")[0])  # the sequence's own accounting of the last token...
-    batch.begin_step()
-    guide(mx.array([]), logits)  # ...then the processor's: counted once
-    assert guide.consumed == 3 and guide.error() is None
+    guide = Guide(GrammarConstraint(cache.matcher(from_request({"guided_regex": "ab+"}, JsonStyle()).grammar)))
+    guide.observe(0, ids("a")[0])
+    guide.observe(0, ids("a")[0])  # the hook and the accounting both saw it: counted once
+    guide.observe(2, ids("b")[0])  # out of order: ignored
+    guide.observe(1, ids("b")[0])
+    assert guide.consumed == 2 and guide.error() is None and not guide.closed
 
 
-def test_one_refresh_computes_every_guide_whose_mask_is_out_of_date(tokenizer):
+def test_row_masks_mask_constrained_rows_and_leave_free_rows_alone(tokenizer):
     cache = GrammarCache(lambda: tokenizer)
-    batch = MaskBatch(VOCAB)
-    a = Guide(GrammarConstraint(cache.matcher(from_request({"guided_regex": "a+"}, JsonStyle()).grammar)), batch)
-    b = Guide(GrammarConstraint(cache.matcher(from_request({"guided_regex": "b+"}, JsonStyle()).grammar)), batch)
-    logits = mx.zeros((1, VOCAB))
-    batch.begin_step()
-    a(mx.array([]), logits)
-    assert b.mask_at == 0 and b.row is not None  # computed in a's refresh
-    row_before = b.row
-    assert int(mx.argmax(b(mx.array([]), logits)).item()) == ids("b")[0]
-    assert b.row is row_before  # still current: no second refresh in the step
-    b.close()
-    assert len(batch._guides) == 1
+    rows = RowMasks(VOCAB)
+    a = Guide(GrammarConstraint(cache.matcher(from_request({"guided_regex": "ab"}, JsonStyle()).grammar)))
+    b = Guide(GrammarConstraint(cache.matcher(from_request({"guided_regex": "b+"}, JsonStyle()).grammar)))
+    rows.attach(7, a, generated=0)  # a fresh row: its first input is the prompt's last token
+    rows.attach(9, b, generated=2)  # moved in from a lone decode: its input is token 1
+    b.observe(0, ids("b")[0])
+    b.observe(1, ids("b")[0])
+    logits = mx.zeros((3, 1, VOCAB))
+    # Row order: 7 (constrained), 5 (free), 9 (constrained); inputs are last step's tokens.
+    out = rows([7, 5, 9], mx.array([42, 43, ids("b")[0]]), logits)
+    allowed = [set(np.flatnonzero(np.isfinite(np.array(out[i, 0])))) for i in range(3)]
+    assert allowed[0] == {ids("a")[0]}
+    assert len(allowed[1]) == VOCAB  # the free row is untouched
+    assert ids("b")[0] in allowed[2] and ids("a")[0] not in allowed[2]
+    assert a.consumed == 0 and b.consumed == 2  # the prompt token and an observed one: no-ops
+    out = rows([7, 5, 9], mx.array([ids("a")[0], 1, ids("b")[0]]), logits)
+    assert a.consumed == 1 and b.consumed == 3
+    assert set(np.flatnonzero(np.isfinite(np.array(out[0, 0])))) == {ids("b")[0]}
+    a.close()
+    out = rows([5, 9], mx.array([1, ids("b")[0]]), mx.zeros((2, 1, VOCAB)))
+    assert b.consumed == 4 and bool(mx.all(mx.isfinite(out[0])).item())
+
+
+def test_row_masks_leave_a_batch_without_constrained_rows_as_it_was():
+    logits = mx.zeros((2, 1, VOCAB))
+    assert RowMasks(VOCAB)([1, 2], mx.array([3, 4]), logits) is logits

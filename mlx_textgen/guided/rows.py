@@ -1,0 +1,104 @@
+"""Constraints applied to every constrained row of a decode step at once, overlapped with the
+model's forward pass.
+
+The hook is called with a step's input tokens, the array the previous step sampled, and
+the logits of the forward pass that takes them, before sampling. It queues
+that forward pass, reads the tokens (computed before it, so reading them never waits for
+it), advances each constrained row's constraint by its row's token, writes every row's mask
+on the host while the device runs the forward pass, and masks all rows with one upload and
+one compiled kernel (a free row's mask allows every token). Only the sampling waits for the
+masks, so a constraint adds no device round trip.
+
+The batch generator calls it through `backend.set_decode_hook`, and a sequence decoding
+alone (engine/solo.py) calls it itself. Constraints are not mlx-lm logits processors: a row
+with a processor gets its own slice, call and concatenation every step (and a lone
+sequence a copy of its whole context), and on a fast GPU that, not the mask, was most of a
+constraint's cost. The masks are packed words (4 bytes per 32 tokens), unpacked on the
+device with portable MLX operations: nothing backend-specific.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import mlx.core as mx
+import numpy as np
+from llguidance import LLExecutor, LLMatcher
+
+from mlx_textgen.guided.guide import Guide
+
+
+@mx.compile
+def _select_rows(logits: mx.array, words: mx.array) -> mx.array:
+    """(B, 1, V) logits, (B, W) packed masks: allowed logits kept, the rest -inf."""
+    bits = (words[:, :, None] >> mx.arange(32, dtype=mx.int32)) & 1
+    allowed = bits.reshape(words.shape[0], 1, -1)[..., : logits.shape[-1]].astype(mx.bool_)
+    return mx.where(allowed, logits, mx.array(-mx.inf, dtype=logits.dtype))
+
+
+def apply_masks(logits: mx.array, words: np.ndarray) -> mx.array:
+    """`logits` (B, 1, V) with every token whose bit is clear in its row of `words`
+    ((B, at least V / 32) int32 on the host) set to -inf."""
+    return _select_rows(logits, mx.array(words))
+
+
+@dataclass
+class _Row:
+    guide: Guide
+    next_input: int  # the generated-token index of the row's next input (-1: a prompt token)
+
+
+class RowMasks:
+    """The constrained rows of one model's decode steps, by uid: its decode hook."""
+
+    def __init__(self, vocab_size: int) -> None:
+        self.words = (vocab_size + 31) // 32
+        self._rows: dict[int, _Row] = {}
+        self._executor: LLExecutor | None = None  # made on first use: it starts threads
+
+    def attach(self, uid: int, guide: Guide, generated: int) -> None:
+        """Row `uid` decodes under `guide`; `generated` tokens were sampled before its first
+        input (so that input is generated token `generated - 1`, or a prompt token). The
+        guide's earlier row (a lone decode moving into the batch) is forgotten."""
+        for old in [u for u, r in self._rows.items() if r.guide.closed or r.guide is guide]:
+            del self._rows[old]
+        self._rows[uid] = _Row(guide, generated - 1)
+
+    def __call__(self, uids: list[int], tokens: mx.array, logits: mx.array) -> mx.array:
+        """Mask the constrained rows of (B, 1, V) `logits`, whose forward pass takes the (B,)
+        `tokens` (the sampled array itself: a new view of it would be computed after the
+        forward pass, and reading it would wait for that)."""
+        rows = self._rows
+        picked = [(i, rows[u]) for i, u in enumerate(uids) if u in rows]
+        if not picked:
+            return logits
+        mx.async_eval(logits)  # the forward pass runs while the host works below
+        ids = tokens.tolist() if any(row.next_input >= 0 for _, row in picked) else []
+        host = np.full((len(uids), self.words), -1, dtype=np.int32)
+        together: list[tuple[LLMatcher, int]] = []
+        for i, row in picked:
+            guide = row.guide
+            if row.next_input >= 0:
+                guide.observe(row.next_input, ids[i])
+            row.next_input += 1
+            if guide.closed:
+                continue
+            matcher = guide.constraint.plain_matcher()
+            if matcher is not None:
+                together.append((matcher, i))
+            else:
+                guide.constraint.fill_mask(host[i])  # untouched (all allowed) when free
+        if together:
+            self._fill(together, host)
+        return apply_masks(logits, host)
+
+    def _fill(self, together: list[tuple[LLMatcher, int]], host: np.ndarray) -> None:
+        """The masks of plain grammar rows, computed by llguidance in parallel without the
+        GIL: in a host-bound decode step, serial masks added up to a tenth of the step."""
+        if len(together) == 1:
+            matcher, i = together[0]
+            matcher.unsafe_compute_mask_ptr(host[i].ctypes.data, host[i].nbytes)
+            return
+        if self._executor is None:
+            self._executor = LLExecutor()
+        self._executor.unsafe_compute_mask_ptr(together, host.ctypes.data, host[0].nbytes, len(host))
