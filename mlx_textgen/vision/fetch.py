@@ -18,11 +18,15 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import certifi  # httpx's own dependency: the CA roots it verifies against by default
 import httpx
 
 from mlx_textgen.vision.addresses import IPAddress, parse_address, refusal
+
+if TYPE_CHECKING:
+    from mlx_textgen.config import ServerConfig
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +46,16 @@ class FetchPolicy:
     max_bytes: int = 20 * 2**20  # body cap; reading stops past it
     allow_private: bool = False  # loopback, link-local, private, CGNAT, ... (addresses.refusal)
     cache_bytes: int = 256 * 2**20  # bounded cache of downloaded bodies, by URL
+
+    @classmethod
+    def from_config(cls, config: ServerConfig) -> FetchPolicy:
+        """The policy the operator set (``media_*`` keys and ``allow_private_media_urls``)."""
+        return cls(
+            timeout_s=config.media_fetch_timeout,
+            max_bytes=config.media_max_bytes,
+            allow_private=config.allow_private_media_urls,
+            cache_bytes=config.media_cache_bytes,
+        )
 
 
 class FetchError(Exception):
