@@ -102,6 +102,26 @@ _SERVER_FLAGS: tuple[_Flag, ...] = (
         action=argparse.BooleanOptionalAction,
         help="put reasoning in reasoning_content, not content",
     ),
+    # Remote images (vision/fetch.py)
+    _flag(
+        "--allow-private-media-urls",
+        action=argparse.BooleanOptionalAction,
+        help="fetch image URLs that resolve to loopback, link-local, private or other "
+        "non-public addresses (default: refused, against server-side request forgery)",
+    ),
+    _flag(
+        "--media-fetch-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="time limit for fetching one image URL, redirects included",
+    ),
+    _flag("--media-max-bytes", type=int, metavar="N", help="largest image an image URL may return"),
+    _flag(
+        "--media-cache-bytes",
+        type=int,
+        metavar="N",
+        help="downloaded images kept in memory by URL; 0 = none",
+    ),
 )
 _ENGINE_FLAGS: tuple[_Flag, ...] = (
     _flag("--min-tokens", type=int, metavar="N", help="shortest prompt worth caching"),

@@ -126,6 +126,11 @@ class ServerConfig:
     api_key_file: str | None = None  # more keys, one a line (out of the process list)
     admin_api_keys: list[str] = field(default_factory=list)  # cache and model admin
     allowed_origins: list[str] = field(default_factory=list)  # CORS; empty = off
+    # Remote images (vision/fetch.py): refused from non-public addresses unless allowed
+    allow_private_media_urls: bool = False
+    media_fetch_timeout: float = 10.0  # seconds per image URL, redirects included
+    media_max_bytes: int = 20 * 2**20
+    media_cache_bytes: int = 256 * 2**20  # downloaded images kept by URL; 0 = none
 
     def all_api_keys(self) -> list[str]:
         """`api_keys` plus those of `api_key_file` (one a line; blank lines and # comments
@@ -194,6 +199,10 @@ _SERVER_SPECS: dict[str, _Spec] = {
     "api_key_file": _Spec("str", null_ok=True),
     "admin_api_keys": _Spec("str_list"),
     "allowed_origins": _Spec("str_list"),
+    "allow_private_media_urls": _Spec("bool"),
+    "media_fetch_timeout": _Spec("float", low=0.1),
+    "media_max_bytes": _Spec("int", low=1),
+    "media_cache_bytes": _Spec("int", low=0),
 }
 
 # ---------------------------------------------------------------------------- YAML loading

@@ -71,6 +71,10 @@ _OWN_COMMENTS = {
     "api_key_file": "file of more API keys, one a line (keeps them out of the process list)",
     "admin_api_keys": "keys for cache and model admin; empty = any API key may",
     "allowed_origins": "browser origins allowed by CORS (e.g. http://localhost:3000); empty = off",
+    "allow_private_media_urls": "fetch image URLs on loopback/link-local/private addresses",
+    "media_fetch_timeout": "seconds to fetch one image URL, redirects included",
+    "media_max_bytes": "largest image an image URL may return, bytes",
+    "media_cache_bytes": "downloaded images kept by URL (LRU), bytes; 0 = none",
 }
 
 

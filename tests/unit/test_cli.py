@@ -93,6 +93,17 @@ def test_model_path_with_flags() -> None:
     assert (config.request_timeout, config.max_body_bytes, config.log_level) == (9.5, 4096, "debug")
 
 
+def test_remote_image_flags() -> None:
+    config = config_from([
+        "serve", "-m", "/m/a", "--allow-private-media-urls", "--media-fetch-timeout", "2.5",
+        "--media-max-bytes", "1000", "--media-cache-bytes", "0",
+    ])  # fmt: skip
+    assert config.allow_private_media_urls is True and config.media_fetch_timeout == 2.5
+    assert (config.media_max_bytes, config.media_cache_bytes) == (1000, 0)
+    with pytest.raises(ConfigError, match="media_max_bytes: must be at least 1"):
+        config_from(["serve", "-m", "/m/a", "--media-max-bytes", "0"])
+
+
 def test_defaults_without_flags() -> None:
     config = config_from(["serve", "--model-path", "/m/a"])
     assert config == ServerConfig(model_configs=[ModelConfig("/m/a")])

@@ -111,6 +111,22 @@ def test_own_keys_load(tmp_path: Path) -> None:
     assert config.resolved_cache_dir() == Path(config.cache_dir).expanduser()
 
 
+def test_remote_image_keys(tmp_path: Path) -> None:
+    from mlx_textgen.vision.fetch import FetchPolicy
+
+    text = "model_configs: [{model_id_or_path: /m/a}]\nallow_private_media_urls: true\n"
+    config = load_config(write(tmp_path, text + "media_fetch_timeout: 3\nmedia_cache_bytes: 0\n"))
+    assert FetchPolicy.from_config(config) == FetchPolicy(
+        timeout_s=3.0, max_bytes=20 * 2**20, allow_private=True, cache_bytes=0
+    )
+    assert FetchPolicy.from_config(ServerConfig(model_configs=[])) == FetchPolicy()
+    with pytest.raises(ConfigError, match="line 3.*media_fetch_timeout: must be at least 0.1"):
+        load_config(write(tmp_path, text + "media_fetch_timeout: 0\n"))
+    with pytest.raises(ConfigError, match="allow_private_media_urls: expected true or false"):
+        load_config(write(tmp_path, "model_configs: [{model_id_or_path: /m/a}]\n"
+                                    "allow_private_media_urls: yes please\n"))
+
+
 def test_defaults_are_the_originals() -> None:
     config = ServerConfig(model_configs=[ModelConfig("x")])
     assert (config.host, config.port, config.api_keys) == ("127.0.0.1", 5001, [])

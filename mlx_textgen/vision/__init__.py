@@ -1,0 +1,1 @@
+"""Vision support: fetching remote images safely (``fetch``), and the mlx-vlm door."""
