@@ -29,11 +29,6 @@ class Constraint(Protocol):
 
     def fork(self) -> Constraint: ...
 
-    def plain_matcher(self) -> LLMatcher | None:
-        """The llguidance matcher whose mask is exactly this step's mask, if there is one
-        (then the masks of a batch are computed together, in parallel); else None, and
-        `fill_mask` says what the mask is."""
-        ...
 
 
 def mask_words(vocab_size: int) -> np.ndarray:
@@ -64,8 +59,6 @@ class GrammarConstraint:
     def fork(self) -> GrammarConstraint:
         return GrammarConstraint(self._m.deep_copy())
 
-    def plain_matcher(self) -> LLMatcher | None:
-        return self._m
 
 
 class Triggered:
@@ -140,5 +133,3 @@ class Triggered:
         twin._text, twin.active, twin.failed = self._text, self.active, self.failed
         return twin
 
-    def plain_matcher(self) -> LLMatcher | None:
-        return self.inner.plain_matcher() if self.active else None

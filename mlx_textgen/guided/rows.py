@@ -23,7 +23,6 @@ from dataclasses import dataclass
 
 import mlx.core as mx
 import numpy as np
-from llguidance import LLExecutor, LLMatcher
 
 from mlx_textgen.guided.guide import Guide
 
@@ -51,10 +50,11 @@ class _Row:
 class RowMasks:
     """The constrained rows of one model's decode steps, by uid: its decode hook."""
 
+    overlap = True  # queue the forward pass before the host computes the masks
+
     def __init__(self, vocab_size: int) -> None:
         self.words = (vocab_size + 31) // 32
         self._rows: dict[int, _Row] = {}
-        self._executor: LLExecutor | None = None  # made on first use: it starts threads
 
     def attach(self, uid: int, guide: Guide, generated: int) -> None:
         """Row `uid` decodes under `guide`; `generated` tokens were sampled before its first
@@ -72,10 +72,10 @@ class RowMasks:
         picked = [(i, rows[u]) for i, u in enumerate(uids) if u in rows]
         if not picked:
             return logits
-        mx.async_eval(logits)  # the forward pass runs while the host works below
+        if self.overlap:
+            mx.async_eval(logits)  # the forward pass runs while the host works below
         ids = tokens.tolist() if any(row.next_input >= 0 for _, row in picked) else []
         host = np.full((len(uids), self.words), -1, dtype=np.int32)
-        together: list[tuple[LLMatcher, int]] = []
         for i, row in picked:
             guide = row.guide
             if row.next_input >= 0:
@@ -83,22 +83,5 @@ class RowMasks:
             row.next_input += 1
             if guide.closed:
                 continue
-            matcher = guide.constraint.plain_matcher()
-            if matcher is not None:
-                together.append((matcher, i))
-            else:
-                guide.constraint.fill_mask(host[i])  # untouched (all allowed) when free
-        if together:
-            self._fill(together, host)
+            guide.constraint.fill_mask(host[i])  # untouched (all allowed) when free
         return apply_masks(logits, host)
-
-    def _fill(self, together: list[tuple[LLMatcher, int]], host: np.ndarray) -> None:
-        """The masks of plain grammar rows, computed by llguidance in parallel without the
-        GIL: in a host-bound decode step, serial masks added up to a tenth of the step."""
-        if len(together) == 1:
-            matcher, i = together[0]
-            matcher.unsafe_compute_mask_ptr(host[i].ctypes.data, host[i].nbytes)
-            return
-        if self._executor is None:
-            self._executor = LLExecutor()
-        self._executor.unsafe_compute_mask_ptr(together, host.ctypes.data, host[0].nbytes, len(host))

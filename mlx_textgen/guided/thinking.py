@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from llguidance import LLMatcher, LLTokenizer
+from llguidance import LLTokenizer
 
 from mlx_textgen.guided.constraint import Constraint, GrammarConstraint
 
@@ -126,5 +126,3 @@ class ThinkingBudget:
         twin._held = list(self._held)
         return twin
 
-    def plain_matcher(self) -> LLMatcher | None:
-        return self.inner.plain_matcher() if self.phase == "done" and self.inner else None
