@@ -38,6 +38,7 @@ class ModelInfo:
     # The preset of the model's architecture family, when it carries no template itself.
     family_template: str | None = None
     template_stop_words: tuple[str, ...] = ()  # a preset's end of turn that is no one token
+    vision: Any = None  # a vision model's VisionSpec (mlx_textgen.vision.prompt), else None
 
     @property
     def hf_tokenizer(self) -> Any:
@@ -139,7 +140,10 @@ def prepare(mc: ModelConfig, *, cache_root: Path, cpu_weights: str = "float") ->
     if preset is not None:
         end_ids, stop_words = _end_of_turn(preset, tokenizer._tokenizer)
         eos |= end_ids
+    from mlx_textgen.vision.loader import vision_spec
+
     return ModelInfo(
+        vision=vision_spec(model_dir, config, mc.max_image_pixels),
         config=mc,
         name=name,
         model_dir=model_dir,
@@ -184,8 +188,15 @@ def _end_of_turn(preset: str, hf: Any) -> tuple[set[int], tuple[str, ...]]:
 def load_weights(info: ModelInfo) -> nn.Module:
     """Load the weights of a prepared model; float32 on a CPU unless told otherwise."""
     start = time.perf_counter()
-    model, _ = backend.load_weights(info.model_dir, info.config.model_kwargs)
-    if info.float_weights:
+    if info.vision is not None:
+        from mlx_textgen.vision.loader import load_vision_model
+
+        model = load_vision_model(info.vision, info.float_weights)
+    else:
+        model, _ = backend.load_weights(info.model_dir, info.config.model_kwargs)
+    if info.vision is not None:
+        pass  # vision/loader.py logged how its weights are held
+    elif info.float_weights:
         was_quantized = backend.to_float_weights(model)
         log.info(
             "weights: float32 on the CPU%s (--cpu-weights native keeps them quantized)",

@@ -1,0 +1,2 @@
+"""Vision-language models through mlx-vlm: images in chat content, decoded and hashed here,
+processed in the HTTP process (numpy only), run by the engine (see vision/model.py)."""
