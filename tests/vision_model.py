@@ -57,7 +57,7 @@ def qwen2_vl_config(ids: dict[str, int], shape: str = "tiny") -> dict[str, Any]:
                   "window_size": 112}  # fmt: skip
         model_type, sections = "qwen2_5_vl", [16, 24, 24]
     else:
-        text = _text(64, 2, 4, 2, 128, 320)
+        text = _text(64, 2, 4, 2, 128, 256 + len(QWEN_SPECIALS))
         vision = {"depth": 1, "embed_dim": 32, "hidden_size": 64, "num_heads": 2, "mlp_ratio": 2}
         model_type, sections = "qwen2_vl", [2, 3, 3]
     vision |= {"model_type": model_type, "patch_size": 14, "spatial_patch_size": 14,
@@ -72,12 +72,13 @@ def qwen2_vl_config(ids: dict[str, int], shape: str = "tiny") -> dict[str, Any]:
 
 
 def idefics3_config(ids: dict[str, int]) -> dict[str, Any]:
-    text = _text(64, 2, 4, 2, 128, 320) | {"model_type": "llama", "rope_theta": 10000.0}
+    vocab = 256 + len(IDEFICS_SPECIALS)
+    text = _text(64, 2, 4, 2, 128, vocab) | {"model_type": "llama", "rope_theta": 10000.0}
     vision = {"model_type": "idefics3_vision", "hidden_size": 32, "num_attention_heads": 2,
               "patch_size": 8, "num_hidden_layers": 1, "intermediate_size": 64, "image_size": 32}
     return {
         "model_type": "idefics3", "text_config": text, "vision_config": vision, "scale_factor": 2,
-        "image_token_id": ids["<image>"], "image_token_index": ids["<image>"], "vocab_size": 320,
+        "image_token_id": ids["<image>"], "image_token_index": ids["<image>"], "vocab_size": vocab,
         "eos_token_id": ids["<end_of_utterance>"],
     }
 

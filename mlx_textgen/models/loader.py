@@ -188,15 +188,23 @@ def _end_of_turn(preset: str, hf: Any) -> tuple[set[int], tuple[str, ...]]:
 def load_weights(info: ModelInfo) -> nn.Module:
     """Load the weights of a prepared model; float32 on a CPU unless told otherwise."""
     start = time.perf_counter()
-    if info.vision is not None:
+    if info.vision is not None:  # through mlx-vlm (vision/loader.py logs its weights)
         from mlx_textgen.vision.loader import load_vision_model
 
         model = load_vision_model(info.vision, info.float_weights)
     else:
         model, _ = backend.load_weights(info.model_dir, info.config.model_kwargs)
-    if info.vision is not None:
-        pass  # vision/loader.py logged how its weights are held
-    elif info.float_weights:
+        _to_served_weights(info, model)
+    log.info(
+        "model %s loaded from %s in %.1fs (context %d, eos ids %s)",
+        info.name, info.model_dir, time.perf_counter() - start,
+        info.context_length, sorted(info.eos_token_ids),
+    )
+    return model
+
+
+def _to_served_weights(info: ModelInfo, model: nn.Module) -> None:
+    if info.float_weights:
         was_quantized = backend.to_float_weights(model)
         log.info(
             "weights: float32 on the CPU%s (--cpu-weights native keeps them quantized)",
@@ -204,9 +212,3 @@ def load_weights(info: ModelInfo) -> nn.Module:
         )
     else:
         log.info("weights: as stored (%s device)", mx.default_device().type)
-    log.info(
-        "model %s loaded from %s in %.1fs (context %d, eos ids %s)",
-        info.name, info.model_dir, time.perf_counter() - start,
-        info.context_length, sorted(info.eos_token_ids),
-    )
-    return model

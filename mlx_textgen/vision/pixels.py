@@ -55,7 +55,9 @@ def decode_image(data: bytes, max_pixels: int | None = None) -> DecodedImage:
             img.load()
     except ImageError:
         raise
-    except (UnidentifiedImageError, Image.DecompressionBombWarning, Image.DecompressionBombError):
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError):
+        raise ImageError("the image is too large to decode") from None
+    except UnidentifiedImageError:
         raise ImageError("the data is not an image we can decode") from None
     except (OSError, ValueError, SyntaxError) as exc:
         raise ImageError(f"the image could not be decoded ({exc})") from None
