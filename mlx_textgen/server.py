@@ -9,6 +9,7 @@ from typing import Any
 
 from mlx_textgen.config import ServerConfig
 from mlx_textgen.vision.media import media_policy
+from mlx_textgen.vision.prompt import warm as warm_processor
 
 log = logging.getLogger("mlx_textgen")
 
@@ -70,6 +71,9 @@ def build_app(cfg: ServerConfig) -> Any:
     )
     app.state.use_reasoning_content = cfg.use_reasoning_content  # chat's default (api/reasoning.py)
     app.state.media_policy = media_policy(cfg.allowed_media_paths, cfg.allow_private_media_urls)
+    for info in registry.models.values():
+        if info.vision is not None:
+            warm_processor(info.vision)
 
     @asynccontextmanager
     async def lifespan(_: Any) -> Any:

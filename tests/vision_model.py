@@ -56,6 +56,10 @@ def qwen2_vl_config(ids: dict[str, int], shape: str = "tiny") -> dict[str, Any]:
                   "out_hidden_size": 2048, "fullatt_block_indexes": [7, 15, 23, 31],
                   "window_size": 112}  # fmt: skip
         model_type, sections = "qwen2_5_vl", [16, 24, 24]
+    elif shape == "small":  # the CPU benchmark's: big enough that images cost something
+        text = _text(256, 4, 4, 2, 768, 256 + len(QWEN_SPECIALS))
+        vision = {"depth": 4, "embed_dim": 128, "hidden_size": 256, "num_heads": 4, "mlp_ratio": 2}
+        model_type, sections = "qwen2_vl", [8, 12, 12]
     else:
         text = _text(64, 2, 4, 2, 128, 256 + len(QWEN_SPECIALS))
         vision = {"depth": 1, "embed_dim": 32, "hidden_size": 64, "num_heads": 2, "mlp_ratio": 2}
@@ -85,7 +89,7 @@ def idefics3_config(ids: dict[str, int]) -> dict[str, Any]:
 
 def _processor_files(directory: Path, arch: str, shape: str) -> None:
     if arch == "qwen2_vl":
-        pixels = (56 * 56, 112 * 112) if shape == "tiny" else (3136, 1003520)
+        pixels = {"tiny": (56 * 56, 112 * 112), "small": (3136, 448 * 448)}.get(shape, (3136, 1003520))
         pre = {"image_processor_type": "Qwen2VLImageProcessor", "patch_size": 14,
                "merge_size": 2, "temporal_patch_size": 2, "min_pixels": pixels[0],
                "max_pixels": pixels[1], "image_mean": MEAN, "image_std": STD}  # fmt: skip
@@ -119,7 +123,7 @@ def write_vision_model(directory: Path, arch: str = "qwen2_vl", shape: str = "ti
     _processor_files(directory, arch, shape)
     mx.random.seed(seed)
     model = door.build_model(directory)
-    if shape != "tiny":
+    if shape == "qwen2_5_vl_3b":
         model.set_dtype(mx.bfloat16)
     weights = dict(tree_flatten(model.parameters()))
     mx.save_safetensors(str(directory / "model.safetensors"), weights)

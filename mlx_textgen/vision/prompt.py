@@ -100,6 +100,12 @@ def processor(spec: VisionSpec) -> Any:
         return _processors[spec.model_dir]
 
 
+def warm(spec: VisionSpec) -> None:
+    """Load the processor in the background (importing transformers takes seconds), so the
+    first image request doesn't wait for it."""
+    threading.Thread(target=processor, args=(spec,), name="vision-processor", daemon=True).start()
+
+
 def _one_image(spec: VisionSpec, img: DecodedImage) -> tuple[list[int] | int, dict[str, np.ndarray]]:
     """The expansion of one placeholder (token ids, or a count of image tokens) and arrays."""
     proc = processor(spec)
