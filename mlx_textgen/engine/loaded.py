@@ -36,6 +36,15 @@ class LoadedModel:
 
         return VisionPrefill(self.model, request.media, request.prompt_ids)
 
+    def context_safe(self, request: Request, procs: list[Any]) -> list[Any]:
+        """`procs` for a request whose context holds image-key ids (past the vocabulary:
+        vision/prompt.py): they see the image token there instead."""
+        if request.media is None or not procs:
+            return procs
+        from mlx_textgen.vision.model import real_context
+
+        return [real_context(p, request.media.image_token_id) for p in procs]
+
     def new_generator(self) -> Any:
         return backend.BatchGenerator(
             self.model, completion_batch_size=self.running, prefill_batch_size=self.running,

@@ -309,9 +309,9 @@ class EngineLoop(RequestEnding):
         """A sequence's sampler and logits processors; its constraint's mask comes last."""
         params, loaded = seq.request.params, self._loaded
         assert loaded is not None
-        procs = sampling.make_logits_processors(
+        procs = loaded.context_safe(seq.request, sampling.make_logits_processors(
             params, len(seq.request.prompt_ids), loaded.vocab_size, seq.stop_token_ids
-        )
+        ))
         sampler = sampling.make_sampler(params)
         if seq.guide is not None:
             procs.append(seq.guide)

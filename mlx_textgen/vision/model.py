@@ -105,6 +105,16 @@ class VisionLanguageModel:
         return feats
 
 
+def real_context(proc: Any, image_token_id: int) -> Any:
+    """A logits processor that reads the context with image-key ids as the image token (a
+    penalty's counts are vocabulary-sized: a key id would index past them)."""
+
+    def apply(ctx: mx.array, logits: mx.array) -> mx.array:
+        return proc(mx.where(ctx >= KEY_BASE, image_token_id, ctx), logits)
+
+    return apply
+
+
 class VisionPrefill:
     """Feeds one image prompt's prefill chunks: embeddings with image features merged in,
     at the prompt's own positions; `delta` is where the text after it sits (mrope)."""

@@ -201,3 +201,36 @@ def test_concurrent_image_requests_match_each_alone(vision: Vision) -> None:
     # Tokens after the first are decoded in one batch, each row at its own positions.
     for got, want in zip(asyncio.run(together()), alone):
         assert all_logprobs(got) == pytest.approx(want, abs=1e-4)
+
+
+def test_a_named_tool_call_about_an_image(vision: Vision) -> None:
+    params = {"type": "object", "properties": {"n": {"enum": [1, 2]}}, "required": ["n"],
+              "additionalProperties": False}  # fmt: skip
+    r = vision.chat(
+        ask(image_url(101), "Count."), max_tokens=200,
+        tools=[{"type": "function", "function": {"name": "count", "parameters": params}}],
+        tool_choice={"type": "function", "function": {"name": "count"}},
+    )
+    call = r.choices[0].message.tool_calls[0]
+    assert call.function.name == "count" and json.loads(call.function.arguments)["n"] in (1, 2)
+
+
+def test_responses_style_part_penalties_and_stops(vision: Vision) -> None:
+    url = image_url(111)
+    chat = ask(url)
+    responses = [{"role": "user", "content": [{"type": "input_image", "image_url": url},
+                                              {"type": "text", "text": "Describe it."}]}]  # fmt: skip
+    assert first_logprobs(probe(vision, responses)) == pytest.approx(first_logprobs(probe(vision, chat)), abs=1e-4)
+    # Image-key ids in the context never reach a penalty's vocabulary-sized counts.
+    r = vision.chat(chat, max_tokens=4, extra_body={"repetition_penalty": 1.3, "presence_penalty": 0.5})
+    assert r.usage.completion_tokens == 4
+    full = vision.chat(chat, max_tokens=8).choices[0].message.content or ""
+    ascii_chars = [ch for ch in full if ch.isascii()]  # random bytes decode to U+FFFD too
+    if ascii_chars:
+        stop = ascii_chars[-1]
+        stopped = vision.chat(chat, max_tokens=8, stop=[stop])
+        assert stopped.choices[0].finish_reason == "stop"
+        assert stopped.choices[0].message.content == full[: full.index(stop)]
+    with pytest.raises(openai.BadRequestError) as err:
+        vision.chat([{"role": "user", "content": [{"type": "image_url", "image_url": {"url": url, "detail": "max"}}]}])
+    assert err.value.body["param"] == "messages[0].content[0].image_url.detail"
