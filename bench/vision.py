@@ -29,8 +29,8 @@ import openai
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.e2e.server import free_port  # noqa: E402
-from tests.vision.images import image_url  # noqa: E402
+from tests.e2e.server import free_port
+from tests.vision.images import image_url
 
 
 def start(kind: str, model_dir: Path, port: int, log: Path) -> subprocess.Popen:

@@ -6,8 +6,8 @@ import pytest
 
 pytest.importorskip("PIL")
 
-from mlx_textgen.vision.pixels import ImageError, decode_image  # noqa: E402
-from tests.vision.images import encode, huge_png_header, pixels  # noqa: E402
+from mlx_textgen.vision.pixels import ImageError, decode_image
+from tests.vision.images import encode, huge_png_header, pixels
 
 
 def test_same_pixels_from_lossless_formats_hash_equal() -> None:

@@ -14,9 +14,9 @@ import pytest
 
 pytest.importorskip("mlx_vlm")
 
-from tests.e2e.server import ServerProcess  # noqa: E402
-from tests.vision.images import data_url, encode, huge_png_header, image_url, pixels  # noqa: E402
-from tests.vision_model import write_vision_model  # noqa: E402
+from tests.e2e.server import ServerProcess
+from tests.vision.images import data_url, encode, huge_png_header, image_url, pixels
+from tests.vision_model import write_vision_model
 
 ARCHS = ["qwen2_vl", "idefics3"]
 IMAGE_TOKENS = {"qwen2_vl": 4, "idefics3": 4}  # per 56x56 image (see tests/vision_model.py)
