@@ -56,6 +56,11 @@ def qwen2_vl_config(ids: dict[str, int], shape: str = "tiny") -> dict[str, Any]:
                   "out_hidden_size": 2048, "fullatt_block_indexes": [7, 15, 23, 31],
                   "window_size": 112}  # fmt: skip
         model_type, sections = "qwen2_5_vl", [16, 24, 24]
+    elif shape == "tiny25":  # a tiny Qwen2.5-VL (windowed vision attention)
+        text = _text(64, 2, 4, 2, 128, 256 + len(QWEN_SPECIALS))
+        vision = {"depth": 2, "hidden_size": 32, "intermediate_size": 64, "num_heads": 2,
+                  "out_hidden_size": 64, "fullatt_block_indexes": [1], "window_size": 56}
+        model_type, sections = "qwen2_5_vl", [2, 3, 3]
     elif shape == "small":  # the CPU benchmark's: big enough that images cost something
         text = _text(256, 4, 4, 2, 768, 256 + len(QWEN_SPECIALS))
         vision = {"depth": 4, "embed_dim": 128, "hidden_size": 256, "num_heads": 4, "mlp_ratio": 2}
@@ -89,7 +94,7 @@ def idefics3_config(ids: dict[str, int]) -> dict[str, Any]:
 
 def _processor_files(directory: Path, arch: str, shape: str) -> None:
     if arch == "qwen2_vl":
-        pixels = {"tiny": (56 * 56, 112 * 112), "small": (3136, 448 * 448)}.get(shape, (3136, 1003520))
+        pixels = {"tiny": (56 * 56, 112 * 112), "tiny25": (56 * 56, 112 * 112), "small": (3136, 448 * 448)}.get(shape, (3136, 1003520))
         pre = {"image_processor_type": "Qwen2VLImageProcessor", "patch_size": 14,
                "merge_size": 2, "temporal_patch_size": 2, "min_pixels": pixels[0],
                "max_pixels": pixels[1], "image_mean": MEAN, "image_std": STD}  # fmt: skip
