@@ -4,6 +4,7 @@ the part (``messages[i].content[j]``), which the API answers with a 400."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import urllib.parse
@@ -118,10 +119,10 @@ async def load_image(
     elif scheme in ("http", "https"):
         data = await _remote(url, policy, param)
     elif scheme == "file" or url.startswith("/"):
-        data = _local_file(url, policy, param)
+        data = await asyncio.to_thread(_local_file, url, policy, param)
     else:
         raise MediaError("an image URL must be a data:, http(s): or file: URL", param)
-    try:
-        return decode_image(data, max_pixels)
+    try:  # decoding a large image takes a while: off the event loop
+        return await asyncio.to_thread(decode_image, data, max_pixels)
     except ImageError as exc:
         raise MediaError(str(exc), param) from None
