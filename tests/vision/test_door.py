@@ -67,3 +67,12 @@ def test_text_models_and_unknown_vision_architectures() -> None:
     assert loader.vision_spec(Path("/m"), {"model_type": "llama"}, None) is None
     with pytest.raises(VisionUnavailable, match="not supported"):
         loader.vision_spec(Path("/m"), {"model_type": "paligemma", "vision_config": {}}, None)
+
+
+def test_the_http_side_of_vision_imports_no_mlx() -> None:
+    script = (
+        "import sys, mlx_textgen.api.vision_inputs, mlx_textgen.vision.prompt\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('mlx', 'mlx_vlm', 'mlx_lm')))"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
