@@ -80,6 +80,13 @@ _SERVER_FLAGS: tuple[_Flag, ...] = (
         metavar="ORIGIN",
         help="browser origin allowed by CORS; repeat for several (default: CORS off)",
     ),
+    _flag(
+        "--allowed-media-path",
+        dest="allowed_media_paths",
+        action="append",
+        metavar="DIR",
+        help="directory local image files may be read from; repeat for several (default: none)",
+    ),
     _flag("--max-running-requests", type=int, metavar="N", help="requests generated together"),
     _flag(
         "--max-queued-requests",

@@ -69,6 +69,7 @@ class ModelConfig:
     idle_ttl: float | None = None  # seconds idle before it is unloaded; None: only for room
     aliases: list[str] = field(default_factory=list)  # more names clients may use
     memory_gb: float | None = None  # footprint (weights + KV) if the estimate is wrong
+    max_image_pixels: int | None = None  # a vision model's images are downscaled past this
 
     def preloaded(self, index: int) -> bool:
         """Whether the model loads at start, being the `index`-th configured."""
@@ -126,6 +127,7 @@ class ServerConfig:
     api_key_file: str | None = None  # more keys, one a line (out of the process list)
     admin_api_keys: list[str] = field(default_factory=list)  # cache and model admin
     allowed_origins: list[str] = field(default_factory=list)  # CORS; empty = off
+    allowed_media_paths: list[str] = field(default_factory=list)  # local image files: only here
     # Remote images (vision/fetch.py): refused from non-public addresses unless allowed
     allow_private_media_urls: bool = False
     media_fetch_timeout: float = 10.0  # seconds per image URL, redirects included
@@ -171,6 +173,7 @@ _MODEL_SPECS: dict[str, _Spec] = {
     "idle_ttl": _Spec("float", null_ok=True, low=0.0),
     "aliases": _Spec("str_list"),
     "memory_gb": _Spec("float", null_ok=True, low=0.0),
+    "max_image_pixels": _Spec("int", null_ok=True, low=1),
 }
 
 _SERVER_SPECS: dict[str, _Spec] = {
@@ -199,6 +202,7 @@ _SERVER_SPECS: dict[str, _Spec] = {
     "api_key_file": _Spec("str", null_ok=True),
     "admin_api_keys": _Spec("str_list"),
     "allowed_origins": _Spec("str_list"),
+    "allowed_media_paths": _Spec("str_list"),
     "allow_private_media_urls": _Spec("bool"),
     "media_fetch_timeout": _Spec("float", low=0.1),
     "media_max_bytes": _Spec("int", low=1),

@@ -42,6 +42,7 @@ _MODEL_COMMENTS = {
     "idle_ttl": "seconds idle before it is unloaded; null = only when room is needed",
     "aliases": "more names clients may use for this model",
     "memory_gb": "its footprint (weights + KV) in GB; null = estimated from its files",
+    "max_image_pixels": "a vision model's images are downscaled to at most this many pixels; null = as sent",
 }
 _SERVER_COMMENTS = {
     "host": "address to listen on",
@@ -71,6 +72,7 @@ _OWN_COMMENTS = {
     "api_key_file": "file of more API keys, one a line (keeps them out of the process list)",
     "admin_api_keys": "keys for cache and model admin; empty = any API key may",
     "allowed_origins": "browser origins allowed by CORS (e.g. http://localhost:3000); empty = off",
+    "allowed_media_paths": "directories local image files may be read from; empty = none",
     "allow_private_media_urls": "fetch image URLs on loopback/link-local/private addresses",
     "media_fetch_timeout": "seconds to fetch one image URL, redirects included",
     "media_max_bytes": "largest image an image URL may return, bytes",

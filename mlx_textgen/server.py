@@ -8,6 +8,8 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from mlx_textgen.config import ServerConfig
+from mlx_textgen.vision.media import media_policy
+from mlx_textgen.vision.prompt import warm as warm_processor
 
 log = logging.getLogger("mlx_textgen")
 
@@ -68,6 +70,10 @@ def build_app(cfg: ServerConfig) -> Any:
         admin_keys=list(cfg.admin_api_keys), allowed_origins=list(cfg.allowed_origins),
     )
     app.state.use_reasoning_content = cfg.use_reasoning_content  # chat's default (api/reasoning.py)
+    app.state.media_policy = media_policy(cfg)
+    for info in registry.models.values():
+        if info.vision is not None:
+            warm_processor(info.vision)
 
     @asynccontextmanager
     async def lifespan(_: Any) -> Any:

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set up mlx-textgen in ./.venv on a fresh machine.
 #   scripts/setup.sh          the server and the embedded default model
-#   scripts/setup.sh --test   the same, plus the test dependencies
+#   scripts/setup.sh --test   the same, plus the test dependencies and the vision extra
+#                             (mlx-vlm), so the vision tests run too
 # On Linux it installs MLX's CPU backend (set MLX_TEXTGEN_EXTRA=cuda for NVIDIA GPUs) and,
 # when it can, Debian's OpenBLAS, which MLX's CPU backend then uses (about 30x faster matmuls).
 set -euo pipefail
@@ -20,7 +21,7 @@ if [ "$(uname -s)" = "Linux" ]; then
     fi
   fi
 fi
-[ "${1:-}" = "--test" ] && extras="${extras:+$extras,}test"
+[ "${1:-}" = "--test" ] && extras="${extras:+$extras,}test,vision"
 
 python3 -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip

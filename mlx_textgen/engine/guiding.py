@@ -65,7 +65,7 @@ class Guides:
         cache = self._cache(info)
         constraint: Constraint | None = None
         if params.grammar is not None:
-            constraint = GrammarConstraint(cache.matcher(params.grammar))
+            constraint = GrammarConstraint(cache.matcher(params.grammar), cache.tokenizer.vocab_size)
         if constraint is not None and params.grammar_trigger:
             constraint = Triggered(
                 constraint, params.grammar_trigger, params.trigger_included, cache.tokenizer,

@@ -8,7 +8,8 @@ from typing import Any
 import mlx.core as mx
 
 from mlx_textgen import backend
-from mlx_textgen.engine.request import TokenLogprob
+from mlx_textgen.engine.prefill import PromptFeed
+from mlx_textgen.engine.request import Request, TokenLogprob
 from mlx_textgen.models.loader import ModelInfo, load_weights
 
 
@@ -23,6 +24,26 @@ class LoadedModel:
         self.running = max(1, max_running_requests)
         self.generator = self.new_generator()
         self.token_text = info.decoder(skip_special_tokens=False)  # logprob entries show every token
+        # A vision model prefills through PrefillJob only: its batch rows carry per-sequence
+        # positions (vision/positions.py) that mlx-lm's own batched prefill would not set.
+        self.batched_prefill = info.vision is None
+
+    def feed(self, request: Request) -> PromptFeed | None:
+        """How a prompt with images is prefilled (None: as token ids)."""
+        if request.media is None or self.info.vision is None:
+            return None
+        from mlx_textgen.vision.model import VisionPrefill
+
+        return VisionPrefill(self.model, request.media, request.prompt_ids)
+
+    def context_safe(self, request: Request, procs: list[Any]) -> list[Any]:
+        """`procs` for a request whose context holds image-key ids (past the vocabulary:
+        vision/prompt.py): they see the image token there instead."""
+        if request.media is None or not procs:
+            return procs
+        from mlx_textgen.vision.model import real_context
+
+        return [real_context(p, request.media.image_token_id) for p in procs]
 
     def new_generator(self) -> Any:
         return backend.BatchGenerator(

@@ -252,10 +252,13 @@ class EngineLoop(RequestEnding):
         start = self._cache.start(loaded.info, loaded.model, prompt, loaded.new_cache(), group[0].boundaries)
         busy = self._by_uid or self._solo is not None or self._prefill or self._more_to_admit(group)
         solo_prefill = group[0].prefill_only or start.checkpoints is not None  # checkpoints: see prefill.py
+        solo_prefill = solo_prefill or not loaded.batched_prefill
         if len(group) == 1 and start.cached_tokens == 0 and busy and not solo_prefill:
             self._start_batched_prefill(group[0], start.reason)
             return
-        job = PrefillJob(group, start.cache, start.cached_tokens, start.checkpoints)
+        job = PrefillJob(
+            group, start.cache, start.cached_tokens, start.checkpoints, loaded.feed(group[0])
+        )
         job.pinned = start.pinned
         self.stats["prompt_tokens"] += len(job.prompt)
         self.stats["cached_tokens"] += job.cached_tokens
@@ -306,9 +309,9 @@ class EngineLoop(RequestEnding):
         """A sequence's sampler and logits processors, its constraint's mask not included."""
         params, loaded = seq.request.params, self._loaded
         assert loaded is not None
-        procs = sampling.make_logits_processors(
+        procs = loaded.context_safe(seq.request, sampling.make_logits_processors(
             params, len(seq.request.prompt_ids), loaded.vocab_size, seq.stop_token_ids
-        )
+        ))
         return sampling.make_sampler(params), procs
 
     def _prefill_step(self) -> None:
@@ -337,6 +340,8 @@ class EngineLoop(RequestEnding):
         bounds = list(job.requests[0].boundaries) + [len(prompt) - 1]
         self._cache.commit_prompt(loaded.info, prompt[:-1], job.cache, bounds)
         self._cache.release(job.pinned)
+        if job.feed is not None:
+            job.feed.begin_decode(job.cache)
         alone = len(job.requests) == 1 and not (self._by_uid or self._prefill or self._waiting)
         for req in job.requests:
             seq = self._by_id[req.request_id]

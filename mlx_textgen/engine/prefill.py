@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import mlx.core as mx
 
@@ -29,6 +29,14 @@ class Checkpoints:
     save: Callable[[list[int], list[Any]], None]  # (tokens so far, caches holding them)
 
 
+class PromptFeed(Protocol):
+    """Feeds prompt chunks other than as token ids (a vision prompt's embeddings)."""
+
+    def step(self, cache: list[Any], start: int, n: int) -> None: ...
+
+    def begin_decode(self, cache: list[Any]) -> None: ...
+
+
 class PrefillJob:
     """The prompt of a group of requests (n > 1 choices share one) being prefilled."""
 
@@ -38,6 +46,7 @@ class PrefillJob:
         cache: list[Any],
         start: int = 0,
         checkpoints: Checkpoints | None = None,
+        feed: PromptFeed | None = None,
     ) -> None:
         self.requests = requests
         self.prompt = requests[0].prompt_ids
@@ -46,6 +55,7 @@ class PrefillJob:
         self.cached_tokens = start
         self.pinned: list[Any] = []  # prompt cache entries in use until the prefill is done
         self.checkpoints = checkpoints
+        self.feed = feed
 
     @property
     def target(self) -> int:
@@ -64,8 +74,10 @@ class PrefillJob:
         n = min(budget, self._next_stop() - self.position)
         if n <= 0:
             return 0
-        chunk = mx.array(self.prompt[self.position : self.position + n])[None]
-        model(chunk, cache=self.cache)
+        if self.feed is not None:
+            self.feed.step(self.cache, self.position, n)
+        else:
+            model(mx.array(self.prompt[self.position : self.position + n])[None], cache=self.cache)
         mx.eval([c.state for c in self.cache])
         self.position += n
         if self.checkpoints is not None and self.position in self.checkpoints.positions:

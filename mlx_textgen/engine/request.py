@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 
 class FinishReason(str, enum.Enum):
@@ -65,6 +66,7 @@ class Request:
     group: str | None = None  # requests of one group share a prompt: prefilled once, then forked
     boundaries: tuple[int, ...] = ()  # prompt positions where messages end (kept by the prompt cache)
     prefill_only: bool = False  # prefill and store the prompt in the prompt cache, generate nothing
+    media: Any = None  # a vision prompt's images (mlx_textgen.vision.prompt.VisionPrompt)
     arrival_time: float = field(default_factory=time.monotonic)
 
 

@@ -39,11 +39,22 @@ def mask_words(vocab_size: int) -> np.ndarray:
 class GrammarConstraint:
     """An llguidance matcher: from the first generated token to the grammar's end."""
 
-    def __init__(self, matcher: LLMatcher) -> None:
+    def __init__(self, matcher: LLMatcher, vocab_size: int) -> None:
         self._m = matcher
+        self._vocab_size = vocab_size  # the tokenizer's (llguidance's mask is this long)
+        self._words = (vocab_size + 31) // 32
 
     def fill_mask(self, words: np.ndarray) -> bool:
-        self._m.unsafe_compute_mask_ptr(words.ctypes.data, words.nbytes)
+        # A model's logits often outnumber its tokenizer's tokens (padded embeddings, as in
+        # Qwen2.5): those extra ids are never allowed under a constraint.
+        n = self._words
+        if len(words) >= n:
+            words[n:] = 0
+            self._m.unsafe_compute_mask_ptr(words.ctypes.data, n * 4)
+        else:
+            full = np.zeros(n, dtype=np.int32)
+            self._m.unsafe_compute_mask_ptr(full.ctypes.data, full.nbytes)
+            words[:] = full[: len(words)]
         return True
 
     def accept(self, token: int) -> None:
@@ -57,7 +68,7 @@ class GrammarConstraint:
         return self._m.get_error() if self._m.is_error() else None
 
     def fork(self) -> GrammarConstraint:
-        return GrammarConstraint(self._m.deep_copy())
+        return GrammarConstraint(self._m.deep_copy(), self._vocab_size)
 
 
 

@@ -38,6 +38,7 @@ class ModelInfo:
     # The preset of the model's architecture family, when it carries no template itself.
     family_template: str | None = None
     template_stop_words: tuple[str, ...] = ()  # a preset's end of turn that is no one token
+    vision: Any = None  # a vision model's VisionSpec (mlx_textgen.vision.prompt), else None
 
     @property
     def hf_tokenizer(self) -> Any:
@@ -139,7 +140,10 @@ def prepare(mc: ModelConfig, *, cache_root: Path, cpu_weights: str = "float") ->
     if preset is not None:
         end_ids, stop_words = _end_of_turn(preset, tokenizer._tokenizer)
         eos |= end_ids
+    from mlx_textgen.vision.loader import vision_spec
+
     return ModelInfo(
+        vision=vision_spec(model_dir, config, mc.max_image_pixels),
         config=mc,
         name=name,
         model_dir=model_dir,
@@ -184,7 +188,22 @@ def _end_of_turn(preset: str, hf: Any) -> tuple[set[int], tuple[str, ...]]:
 def load_weights(info: ModelInfo) -> nn.Module:
     """Load the weights of a prepared model; float32 on a CPU unless told otherwise."""
     start = time.perf_counter()
-    model, _ = backend.load_weights(info.model_dir, info.config.model_kwargs)
+    if info.vision is not None:  # through mlx-vlm (vision/loader.py logs its weights)
+        from mlx_textgen.vision.loader import load_vision_model
+
+        model = load_vision_model(info.vision, info.float_weights)
+    else:
+        model, _ = backend.load_weights(info.model_dir, info.config.model_kwargs)
+        _to_served_weights(info, model)
+    log.info(
+        "model %s loaded from %s in %.1fs (context %d, eos ids %s)",
+        info.name, info.model_dir, time.perf_counter() - start,
+        info.context_length, sorted(info.eos_token_ids),
+    )
+    return model
+
+
+def _to_served_weights(info: ModelInfo, model: nn.Module) -> None:
     if info.float_weights:
         was_quantized = backend.to_float_weights(model)
         log.info(
@@ -193,9 +212,3 @@ def load_weights(info: ModelInfo) -> nn.Module:
         )
     else:
         log.info("weights: as stored (%s device)", mx.default_device().type)
-    log.info(
-        "model %s loaded from %s in %.1fs (context %d, eos ids %s)",
-        info.name, info.model_dir, time.perf_counter() - start,
-        info.context_length, sorted(info.eos_token_ids),
-    )
-    return model

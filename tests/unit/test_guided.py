@@ -121,12 +121,12 @@ def run(constraint, text: str) -> None:
 def test_choices_are_literal(tokenizer):
     cache = GrammarCache(lambda: tokenizer)
     grammar = from_request({"guided_choice": ["C++", "a.b"]}, JsonStyle()).grammar
-    ok = GrammarConstraint(cache.matcher(grammar))
+    ok = GrammarConstraint(cache.matcher(grammar), VOCAB)
     run(ok, "a.b")
     assert ok.is_finished()
     # "a.b" is not a regex: "axb" is refused at the "x"
     words = mask_words(VOCAB)
-    bad = GrammarConstraint(cache.matcher(grammar))
+    bad = GrammarConstraint(cache.matcher(grammar), VOCAB)
     bad.accept(ids("a")[0])
     bad.fill_mask(words)
     assert not np.unpackbits(words.view(np.uint8), bitorder="little")[ids("x")[0]]
@@ -135,7 +135,7 @@ def test_choices_are_literal(tokenizer):
 def test_gbnf_is_accepted_as_well_as_lark(tokenizer):
     cache = GrammarCache(lambda: tokenizer)
     gbnf = 'root ::= "x" [0-9]+'
-    c = GrammarConstraint(cache.matcher(from_request({"grammar": gbnf}, JsonStyle()).grammar))
+    c = GrammarConstraint(cache.matcher(from_request({"grammar": gbnf}, JsonStyle()).grammar), VOCAB)
     run(c, "x12")
     assert not c.is_finished() and c.error() is None
 
@@ -175,7 +175,7 @@ def test_cached_grammars_compile_once_and_give_independent_matchers(tokenizer):
 def test_a_trigger_switches_the_constraint_on_after_it(tokenizer):
     cache = GrammarCache(lambda: tokenizer)
     grammar = after_whitespace(from_request({"guided_choice": ["yes", "no"]}, JsonStyle()).grammar)
-    c = Triggered(GrammarConstraint(cache.matcher(grammar)), "</t>", False, tokenizer)
+    c = Triggered(GrammarConstraint(cache.matcher(grammar), VOCAB), "</t>", False, tokenizer)
     words = mask_words(VOCAB)
     for t in ids("hmm </t"):
         assert not c.fill_mask(words)
@@ -193,7 +193,7 @@ def test_a_trigger_inside_a_token_feeds_the_grammar_its_part(tokenizer):
     before the marker and the marker's first bytes is split where the marker starts."""
     cache = GrammarCache(lambda: tokenizer)
     grammar = from_request({"guided_regex": r"<call>[a-z]+</call>"}, JsonStyle()).grammar
-    c = Triggered(GrammarConstraint(cache.matcher(grammar)), "<call>", True, tokenizer)
+    c = Triggered(GrammarConstraint(cache.matcher(grammar), VOCAB), "<call>", True, tokenizer)
     fake_token = tokenizer.tokenize_str("ok <ca")  # several byte tokens standing for one
     for t in fake_token:
         c.accept(t)
@@ -208,7 +208,7 @@ def test_a_trigger_inside_a_token_feeds_the_grammar_its_part(tokenizer):
 def test_a_trigger_followed_by_what_the_grammar_refuses_leaves_the_output_free(tokenizer):
     cache = GrammarCache(lambda: tokenizer)
     grammar = from_request({"guided_regex": r"<call>[0-9]+"}, JsonStyle()).grammar
-    c = Triggered(GrammarConstraint(cache.matcher(grammar)), "<call>", True, tokenizer)
+    c = Triggered(GrammarConstraint(cache.matcher(grammar), VOCAB), "<call>", True, tokenizer)
     for t in ids("<call"):
         c.accept(t)
     c.accept(GT_X)  # completes the marker and carries an "x" the grammar refuses
@@ -222,7 +222,7 @@ def test_a_trigger_at_the_start_only(tokenizer):
     grammar = from_request({"guided_regex": r'"name":[a-z]+\}'}, JsonStyle()).grammar
 
     def triggered(text: str) -> Triggered:
-        c = Triggered(GrammarConstraint(cache.matcher(grammar)), "{", False, tokenizer, at_start=True)
+        c = Triggered(GrammarConstraint(cache.matcher(grammar), VOCAB), "{", False, tokenizer, at_start=True)
         for t in ids(text):
             c.accept(t)
         return c
@@ -246,7 +246,7 @@ def test_mask_sets_disallowed_tokens_to_minus_inf():
 
 def test_guide_observes_each_token_once(tokenizer):
     cache = GrammarCache(lambda: tokenizer)
-    guide = Guide(GrammarConstraint(cache.matcher(from_request({"guided_regex": "ab+"}, JsonStyle()).grammar)))
+    guide = Guide(GrammarConstraint(cache.matcher(from_request({"guided_regex": "ab+"}, JsonStyle()).grammar), VOCAB))
     guide.observe(0, ids("a")[0])
     guide.observe(0, ids("a")[0])  # the hook and the accounting both saw it: counted once
     guide.observe(2, ids("b")[0])  # out of order: ignored
@@ -257,8 +257,8 @@ def test_guide_observes_each_token_once(tokenizer):
 def test_row_masks_mask_constrained_rows_and_leave_free_rows_alone(tokenizer):
     cache = GrammarCache(lambda: tokenizer)
     rows = RowMasks(VOCAB)
-    a = Guide(GrammarConstraint(cache.matcher(from_request({"guided_regex": "ab"}, JsonStyle()).grammar)))
-    b = Guide(GrammarConstraint(cache.matcher(from_request({"guided_regex": "b+"}, JsonStyle()).grammar)))
+    a = Guide(GrammarConstraint(cache.matcher(from_request({"guided_regex": "ab"}, JsonStyle()).grammar), VOCAB))
+    b = Guide(GrammarConstraint(cache.matcher(from_request({"guided_regex": "b+"}, JsonStyle()).grammar), VOCAB))
     rows.attach(7, a, generated=0)  # a fresh row: its first input is the prompt's last token
     rows.attach(9, b, generated=2)  # moved in from a lone decode: its input is token 1
     b.observe(0, ids("b")[0])
@@ -282,3 +282,15 @@ def test_row_masks_mask_constrained_rows_and_leave_free_rows_alone(tokenizer):
 def test_row_masks_leave_a_batch_without_constrained_rows_as_it_was():
     logits = mx.zeros((2, 1, VOCAB))
     assert RowMasks(VOCAB)([1, 2], mx.array([3, 4]), logits) is logits
+
+
+def test_logits_past_the_tokenizer_are_never_allowed_under_a_constraint(tokenizer):
+    # A model's embeddings padded past its tokenizer (Qwen2.5: 151,936 logits, 151,665 tokens).
+    cache = GrammarCache(lambda: tokenizer)
+    grammar = from_request({"guided_regex": "a+"}, JsonStyle()).grammar
+    wide, narrow = VOCAB + 100, VOCAB - 10
+    for model_vocab in (wide, narrow):
+        rows = RowMasks(model_vocab)
+        rows.attach(0, Guide(GrammarConstraint(cache.matcher(grammar), VOCAB)), generated=0)
+        out = np.array(rows([0], mx.array([1]), mx.zeros((1, 1, model_vocab))))
+        assert set(np.flatnonzero(np.isfinite(out[0, 0]))) == {ids("a")[0]}

@@ -28,7 +28,7 @@ def feed(c, text: str) -> None:
 def test_budget_forces_the_end_marker_then_the_grammar_applies(tokenizer):
     cache = GrammarCache(lambda: tokenizer)
     grammar = after_whitespace(from_request({"guided_choice": ["yes", "no"]}, JsonStyle()).grammar)
-    c = ThinkingBudget(GrammarConstraint(cache.matcher(grammar)), tokenizer, end=END,
+    c = ThinkingBudget(GrammarConstraint(cache.matcher(grammar), tokenizer.vocab_size), tokenizer, end=END,
                        end_ids=ids(END), budget=7)
     words = mask_words(VOCAB)
     for t in ids("hmm"):  # 3 tokens of thinking, then 4 forced: the budget of 7
@@ -62,7 +62,7 @@ def test_an_optional_opening_counts_only_inside(tokenizer):
 def test_no_opening_hands_the_held_text_to_the_inner_constraint(tokenizer):
     cache = GrammarCache(lambda: tokenizer)
     grammar = from_request({"guided_regex": "<call>[a-z]+"}, JsonStyle()).grammar
-    inner = Triggered(GrammarConstraint(cache.matcher(grammar)), "<call>", True, tokenizer)
+    inner = Triggered(GrammarConstraint(cache.matcher(grammar), tokenizer.vocab_size), "<call>", True, tokenizer)
     c = ThinkingBudget(inner, tokenizer, end=END, end_ids=ids(END), start="<t>", start_ids=ids("<t>"))
     feed(c, "<cal")
     assert c.phase == "done"

@@ -14,6 +14,7 @@ from mlx_textgen.api.protocol import ChatCompletionRequest, ChatMessage
 from mlx_textgen.api.reasoning import plan_reasoning, template_kwargs
 from mlx_textgen.api.routes.common import budget_tokens, resolve_model, run
 from mlx_textgen.api.tooling import check_tools, messages_for, plan_tools
+from mlx_textgen.api.vision_inputs import chat_images
 from mlx_textgen.chat.boundaries import message_boundaries
 from mlx_textgen.engine.request import FinishReason, RequestOutput, TokenLogprob
 
@@ -179,9 +180,12 @@ async def chat_completions(body: ChatCompletionRequest, http: Request) -> Any:
     info = resolve_model(http, body.model)
     default = bool(getattr(http.app.state, "use_reasoning_content", False))
     plan = ChatPlan(plan_tools(body, info), plan_reasoning(body, info, default), [])
-    rendered = [
-        await run_in_threadpool(_render_prompt, info, body, c, plan) for c in body.conversations
-    ]
+    images = await chat_images(info, body.conversations, getattr(http.app.state, "media_policy", None))
+    conversations = images.conversations if images is not None else body.conversations
+    rendered = [await run_in_threadpool(_render_prompt, info, body, c, plan) for c in conversations]
+    media = None
+    if images is not None:
+        rendered, media = await images.expand(info, rendered)
     plan.opens = [opens for _, _, opens in rendered]
     prompts = [ids for ids, _, _ in rendered]
     param = "max_completion_tokens" if body.max_completion_tokens else "max_tokens"
@@ -191,4 +195,5 @@ async def chat_completions(body: ChatCompletionRequest, http: Request) -> Any:
         boundaries=[b for _, b, _ in rendered],
         renderer=ChatRenderer(bool(body.logprobs)), body=body,
         adjust=lambda params: plan.params(params, info), new_parser=plan.new_parser,
+        media=media,
     )

@@ -99,6 +99,7 @@ async def run(
     boundaries: list[tuple[int, ...]] | None = None,
     adjust: Callable[[SamplingParams], Awaitable[SamplingParams]] | None = None,
     new_parser: Callable[[int], Any] | None = None,
+    media: list[Any] | None = None,
 ) -> Any:
     """Submit prompts x n and answer with a JSON body or an SSE stream."""
     if req.stream_options is not None and not req.stream:  # as OpenAI answers
@@ -120,8 +121,11 @@ async def run(
         params = await adjust(params)
     job = Job(model=info.name, prompts=prompts, n=req.choices, params=params,
               boundaries=boundaries or [() for _ in prompts], new_parser=new_parser)
+    requests = job.requests()
+    for k, r in enumerate(requests):  # prompt i's n choices are requests i*n .. i*n+n-1
+        r.media = media[k // req.choices] if media else None
     try:
-        stream = engine_of(http).open(job.requests())
+        stream = engine_of(http).open(requests)
     except TooManyChoices as exc:
         raise bad_request(str(exc), "n") from None
     except Overloaded as exc:
