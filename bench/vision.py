@@ -116,7 +116,7 @@ def run(kind: str, model_dir: Path, args: argparse.Namespace) -> dict[str, float
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model-dir", type=Path)
-    ap.add_argument("--make-random", choices=["tiny", "small", "qwen2_5_vl_3b"])
+    ap.add_argument("--make-random", choices=["tiny", "tiny25", "small", "qwen2_5_vl_3b"])
     ap.add_argument("--out", type=Path, help="where --make-random writes the model")
     ap.add_argument("--image-size", type=int, default=448)
     ap.add_argument("--max-tokens", type=int, default=64)
