@@ -129,6 +129,7 @@ def create_app(
     engines, whichever models are loaded). CORS is off unless `allowed_origins` names some."""
     app = FastAPI(title="mlx-textgen", docs_url=None, redoc_url=None)
     app.state.engine = engine
+    app.state.keyed = bool(api_keys)  # a key is a client (api/clients.py)
     constraints.warm(engine.models.values())
 
     @app.exception_handler(APIError)

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from fastapi import Request as HTTPRequest
 from fastapi.responses import JSONResponse, StreamingResponse
 
+from mlx_textgen.api.clients import client_id
 from mlx_textgen.api.constraints import checked_constraint
 from mlx_textgen.api.errors import APIError, bad_request
 from mlx_textgen.api.generation import Job, Renderer, collect, stream_sse, usage
@@ -121,7 +122,7 @@ async def run(
     job = Job(model=info.name, prompts=prompts, n=req.choices, params=params,
               boundaries=boundaries or [() for _ in prompts], new_parser=new_parser)
     try:
-        stream = engine_of(http).open(job.requests())
+        stream = engine_of(http).open(job.requests(), client_id(http))
     except TooManyChoices as exc:
         raise bad_request(str(exc), "n") from None
     except Overloaded as exc:
