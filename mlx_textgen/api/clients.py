@@ -13,6 +13,7 @@ def client_id(http: Request) -> str:
     line's memory and of anything that might print it."""
     if getattr(http.app.state, "keyed", False):
         auth = http.headers.get("authorization", "")
-        key = auth[7:].strip() if auth.lower().startswith("bearer ") else http.headers.get("x-api-key", "")
+        bearer = auth.lower().startswith("bearer ")
+        key = auth[7:].strip() if bearer else http.headers.get("x-api-key", "")
         return "key:" + hashlib.sha256(key.encode()).hexdigest()[:16]
     return "addr:" + (http.client.host if http.client is not None else "?")

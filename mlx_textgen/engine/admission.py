@@ -20,10 +20,13 @@ HOLD_S = 5.0  # a refused client keeps its place this long after its last try (R
 class AdmissionLine:
     """The line of refused clients of one engine; `admit` decides for each new request."""
 
-    def __init__(self, hold_s: float = HOLD_S, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, hold_s: float = HOLD_S, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.hold_s = hold_s
         self._clock = clock
-        self._line: OrderedDict[str, tuple[float, int]] = OrderedDict()  # client -> (last try, size)
+        # client -> (its last try, the sequences it asked for), oldest refusal first
+        self._line: OrderedDict[str, tuple[float, int]] = OrderedDict()
 
     def __len__(self) -> int:
         self._expire(self._clock())

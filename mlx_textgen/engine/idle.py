@@ -63,5 +63,6 @@ class IdleRelease:
         gc.collect()
         _trim_heap()
         self.releases += 1
+        after = rss_bytes()
         log.debug("idle: released %.0f MB in %.3fs (resident now %.0f MB)",
-                  (before - rss_bytes()) / 2**20, time.perf_counter() - began, rss_bytes() / 2**20)  # fmt: skip
+                  (before - after) / 2**20, time.perf_counter() - began, after / 2**20)  # fmt: skip

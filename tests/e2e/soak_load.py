@@ -29,8 +29,8 @@ CONTEXT = 8192  # SmolLM2's window: "near the limit" prompts are sized from it
 WORDS = "apple river stone cloud tree lamp road bird song hill".split()
 SCHEMA = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"],
           "additionalProperties": False}  # fmt: skip
-TOOL = {"type": "function", "function": {"name": "get_weather", "parameters": {
-    "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}  # fmt: skip
+CITY = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
+TOOL = {"type": "function", "function": {"name": "get_weather", "parameters": CITY}}
 
 # kind -> weight in the mix
 MIX = {
@@ -84,21 +84,25 @@ class SoakReport:
         return statistics.mean(end) / statistics.mean(mid) - 1
 
     def summary(self) -> str:
+        rate = self.requests / max(self.wall_s, 1e-9)
+        failures = ", ".join(f"{k}={v}" for k, v in sorted(self.failures.items()))
         lines = [
-            f"requests {self.requests} in {self.wall_s:.0f}s ({self.requests / max(self.wall_s, 1e-9):.1f}/s); "
+            f"requests {self.requests} in {self.wall_s:.0f}s ({rate:.1f}/s); "
             f"503s retried {self.overloaded}; max consecutive 503s for one client "
             f"{max(self.max_consecutive_503.values(), default=0)}",
             f"latency p50 {self.percentile(0.5):.2f}s p99 {self.percentile(0.99):.2f}s",
             "outcomes: " + ", ".join(f"{k}={v}" for k, v in sorted(self.outcomes.items())),
-            "failures: " + (", ".join(f"{k}={v}" for k, v in sorted(self.failures.items())) or "none"),
+            "failures: " + (failures or "none"),
         ]
         if self.rss:
             step = max(1, len(self.rss) // 12)
             curve = " ".join(f"{t:.0f}s:{b / 2**20:.0f}" for t, b in self.rss[::step])
             peak = max(b for _, b in self.rss)
             lines.append(f"engine RSS MB over time: {curve}")
-            lines.append(f"engine RSS growth over the second half {self.rss_growth_second_half():+.1%}; "
-                         f"peak {peak / 2**20:.0f} MB, idle after the load {self.rss_idle / 2**20:.0f} MB")
+            growth = self.rss_growth_second_half()
+            idle = self.rss_idle / 2**20
+            lines.append(f"engine RSS growth over the second half {growth:+.1%}; peak "
+                         f"{peak / 2**20:.0f} MB, idle after the load {idle:.0f} MB")
         return "\n".join(lines)
 
 
@@ -108,31 +112,33 @@ def _words(rng: random.Random, n: int) -> str:
 
 def build(kind: str, rng: random.Random) -> tuple[str, dict[str, Any]]:
     """(path, body) of one request of `kind`."""
-    tokens = rng.randint(1, 8)
-    chat = {"model": MODEL, "max_tokens": tokens,
-            "messages": [{"role": "user", "content": f"{rng.randint(0, 10**6)} {_words(rng, 6)}"}]}  # fmt: skip
-    completion = {"model": MODEL, "max_tokens": tokens, "prompt": f"{rng.randint(0, 10**6)} {_words(rng, 6)}"}
+    text = f"{rng.randint(0, 10**6)} {_words(rng, 6)}"
+    chat = {"model": MODEL, "max_tokens": rng.randint(1, 8),
+            "messages": [{"role": "user", "content": text}]}  # fmt: skip
+    completion = {"model": MODEL, "max_tokens": chat["max_tokens"], "prompt": text}
+    chats, completions = "/v1/chat/completions", "/v1/completions"
     if kind == "chat":
-        return "/v1/chat/completions", chat
+        return chats, chat
     if kind == "chat_stream":
-        return "/v1/chat/completions", chat | {"stream": True, "stream_options": {"include_usage": True}}
+        return chats, chat | {"stream": True, "stream_options": {"include_usage": True}}
     if kind == "completion":
-        return "/v1/completions", completion
+        return completions, completion
     if kind == "completion_stream":
-        return "/v1/completions", completion | {"stream": True}
+        return completions, completion | {"stream": True}
     if kind in ("n2", "n2_stream"):
-        return "/v1/chat/completions", chat | {"n": 2, "temperature": 0.8, "stream": kind == "n2_stream"}
+        return chats, chat | {"n": 2, "temperature": 0.8, "stream": kind == "n2_stream"}
     if kind == "json":
-        fmt = {"type": "json_schema", "json_schema": {"name": "n", "schema": SCHEMA, "strict": True}}
-        return "/v1/chat/completions", chat | {"response_format": fmt, "max_tokens": 8}
+        fmt = {"type": "json_schema",
+               "json_schema": {"name": "n", "schema": SCHEMA, "strict": True}}  # fmt: skip
+        return chats, chat | {"response_format": fmt, "max_tokens": 8}
     if kind == "tool":
-        return "/v1/chat/completions", chat | {"tools": [TOOL], "tool_choice": "required", "max_tokens": 8}
+        return chats, chat | {"tools": [TOOL], "tool_choice": "required", "max_tokens": 8}
     if kind == "cancel":
-        return "/v1/completions", completion | {"stream": True, "max_tokens": 64, "ignore_eos": True}
-    head = "long " * LONG_PREFIX_WORDS  # BPE: one token a word here, about
-    if kind == "long":
-        return "/v1/completions", {"model": MODEL, "prompt": head + _words(rng, 8), "max_tokens": tokens}
-    return "/v1/completions", {"model": MODEL, "prompt": "long " * (CONTEXT + 100), "max_tokens": 1}
+        return completions, completion | {"stream": True, "max_tokens": 64, "ignore_eos": True}
+    if kind == "long":  # BPE: " long" is one token
+        head = "long " * LONG_PREFIX_WORDS
+        return completions, completion | {"prompt": head + _words(rng, 8)}
+    return completions, completion | {"prompt": "long " * (CONTEXT + 100)}  # too_long
 
 
 def check_stream(kind: str, lines: list[str], n: int) -> None:
@@ -163,14 +169,17 @@ def check_body(kind: str, body: dict[str, Any], n: int) -> None:
             raise SoakFailure(f"finish_reason {c.get('finish_reason')}")
         if kind == "json" and c["finish_reason"] == "stop":
             json.loads(c["message"]["content"])  # complete constrained output parses
-        if kind == "tool" and c["finish_reason"] == "tool_calls" and not c["message"].get("tool_calls"):
+        calls = c["message"].get("tool_calls")
+        if kind == "tool" and c["finish_reason"] == "tool_calls" and not calls:
             raise SoakFailure("tool_calls finish without calls")
 
 
 class Client:
     """One worker with its own API key; counts its consecutive 503s."""
 
-    def __init__(self, http: httpx.AsyncClient, key: str, report: SoakReport, retry_cap: float) -> None:
+    def __init__(
+        self, http: httpx.AsyncClient, key: str, report: SoakReport, retry_cap: float
+    ) -> None:
         self.http, self.key, self.report, self.retry_cap = http, key, report, retry_cap
         self.run_of_503 = 0
 
@@ -193,7 +202,7 @@ class Client:
             pass  # counted where it failed
         elif status != expected:
             self.report.fail(kind, f"status {status}")
-        elif kind == "too_long" and payload.get("error", {}).get("code") != "context_length_exceeded":
+        elif kind == "too_long" and payload["error"].get("code") != "context_length_exceeded":
             self.report.fail(kind, "400 without context_length_exceeded")
         else:
             self.report.latencies.append(time.monotonic() - began)
@@ -212,7 +221,9 @@ class Client:
             async with self.http.stream("POST", path, json=body, headers=headers) as r:
                 if r.status_code != 200:
                     await r.aread()
-                    return r.status_code, r.headers.get("Retry-After") if r.status_code == 503 else r.json()
+                    if r.status_code == 503:
+                        return 503, r.headers.get("Retry-After")
+                    return r.status_code, r.json()
                 lines = []
                 async for line in r.aiter_lines():
                     lines.append(line)
@@ -240,7 +251,9 @@ def rss_of(pid: int) -> int:
     return 0
 
 
-def _sample_rss(pid: int, report: SoakReport, stop: threading.Event, every: float, t0: float) -> None:
+def _sample_rss(
+    pid: int, report: SoakReport, stop: threading.Event, every: float, t0: float
+) -> None:
     while not stop.wait(every):
         try:
             report.rss.append((time.monotonic() - t0, rss_of(pid)))
@@ -274,7 +287,9 @@ def run_soak(base_url: str, keys: list[str], total: int, seed: int = 0, retry_ca
     pid = engine_pid(base_url)
     stop = threading.Event()
     t0 = time.monotonic()
-    sampler = threading.Thread(target=_sample_rss, args=(pid, report, stop, rss_every, t0), daemon=True)
+    sampler = threading.Thread(
+        target=_sample_rss, args=(pid, report, stop, rss_every, t0), daemon=True
+    )
     sampler.start()
     try:
         asyncio.run(_run(base_url, keys, total, seed, report, retry_cap))

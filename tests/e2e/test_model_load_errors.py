@@ -46,6 +46,6 @@ def test_loading_a_broken_model_is_a_422_and_the_server_serves_on(broken, name, 
     assert f"`{name}` could not be loaded" in err["message"] and says in err["message"]
     assert "\n" not in err["message"] and "Traceback" not in r.text
     assert broken.health()["status"] == "ok"
-    ok = httpx.post(f"{broken.base_url}/v1/completions",
-                    json={"model": "tiny", "prompt": "Hi", "max_tokens": 2}, timeout=120)  # fmt: skip
+    body = {"model": "tiny", "prompt": "Hi", "max_tokens": 2}
+    ok = httpx.post(f"{broken.base_url}/v1/completions", json=body, timeout=120)
     assert ok.status_code == 200 and ok.json()["usage"]["completion_tokens"] == 2
