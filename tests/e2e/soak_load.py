@@ -169,7 +169,7 @@ def check_body(kind: str, body: dict[str, Any], n: int) -> None:
             raise SoakFailure(f"finish_reason {c.get('finish_reason')}")
         if kind == "json" and c["finish_reason"] == "stop":
             json.loads(c["message"]["content"])  # complete constrained output parses
-        calls = c["message"].get("tool_calls")
+        calls = (c.get("message") or {}).get("tool_calls")
         if kind == "tool" and c["finish_reason"] == "tool_calls" and not calls:
             raise SoakFailure("tool_calls finish without calls")
 
@@ -234,7 +234,7 @@ class Client:
         except SoakFailure as exc:
             self.report.fail(kind, str(exc))
             return -1, {}
-        except (httpx.HTTPError, ValueError) as exc:
+        except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:  # a field missing
             self.report.fail(kind, type(exc).__name__)
             return -1, {}
 

