@@ -3,24 +3,29 @@
 from __future__ import annotations
 
 import hmac
+import logging
 from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from mlx_textgen.api import constraints
 from mlx_textgen.api.body import BodyGuard
-from mlx_textgen.api.errors import APIError, error_body, error_response, internal_error
+from mlx_textgen.api.errors import (
+    APIError, ClientGone, error_body, error_response, internal_error,
+)
 from mlx_textgen.api.leases import ModelLeases
 from mlx_textgen.api.routes import cache, chat, completions, models
 
 if TYPE_CHECKING:
     from mlx_textgen.engine.registry import ModelRegistry
 
+
+log = logging.getLogger("mlx_textgen.api")
 
 _TYPE_TAGS = {"str", "int", "float", "bool", "dict", "list", "none"}
 
@@ -124,6 +129,7 @@ def create_app(
     engines, whichever models are loaded). CORS is off unless `allowed_origins` names some."""
     app = FastAPI(title="mlx-textgen", docs_url=None, redoc_url=None)
     app.state.engine = engine
+    app.state.keyed = bool(api_keys)  # a key is a client (api/clients.py)
     constraints.warm(engine.models.values())
 
     @app.exception_handler(APIError)
@@ -139,6 +145,12 @@ def create_app(
     async def on_http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         message = "Not found." if exc.status_code == 404 else str(exc.detail)
         return JSONResponse(error_body(exc.status_code, message), status_code=exc.status_code)
+
+    @app.exception_handler(ClientGone)
+    async def on_gone(_: Request, exc: ClientGone) -> Response:
+        # Nobody reads this answer (499 is nginx's "client closed request"); no traceback.
+        log.debug("client of %s disconnected; its generation was aborted", exc)
+        return Response(status_code=499)
 
     @app.exception_handler(RecursionError)
     async def on_deep(_: Request, exc: RecursionError) -> JSONResponse:

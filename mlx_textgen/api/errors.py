@@ -46,6 +46,11 @@ class APIError(Exception):
         return error_body(self.status, self.message, self.param, self.code)
 
 
+class ClientGone(Exception):
+    """The client hung up before its (non-streamed) answer; the engine work was aborted.
+    The app answers it with nothing, quietly: it is no server error."""
+
+
 def error_body(
     status: int, message: str, param: str | None = None, code: str | None = None
 ) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 from fastapi import Request as HTTPRequest
 
-from mlx_textgen.api.errors import APIError, internal_error
+from mlx_textgen.api.errors import APIError, ClientGone, internal_error
 from mlx_textgen.engine.request import (
     FinishReason,
     Request,
@@ -160,7 +160,13 @@ async def collect(
     states = job.states()
     first: float | None = None
     gen_task = asyncio.current_task()
-    watcher = asyncio.create_task(_watch_disconnect(http, lambda: gen_task.cancel()))  # type: ignore[union-attr]
+    gone: list[bool] = []
+
+    def on_gone() -> None:
+        gone.append(True)
+        gen_task.cancel()  # type: ignore[union-attr]
+
+    watcher = asyncio.create_task(_watch_disconnect(http, on_gone))
     try:
         async for i, out in stream:
             first = first or time.monotonic()
@@ -169,7 +175,10 @@ async def collect(
             _apply(states[i], out)
     except asyncio.CancelledError:
         _log_done(job, states, first, "client disconnected")
-        raise
+        if not gone or not hasattr(gen_task, "uncancel"):  # a shutdown's cancel goes on up
+            raise
+        gen_task.uncancel()  # our own cancel: the client left, which is no error
+        raise ClientGone(job.response_id) from None
     finally:
         watcher.cancel()
         await stream.aclose()  # type: ignore[attr-defined]

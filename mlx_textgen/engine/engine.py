@@ -20,6 +20,7 @@ from typing import Any
 
 from mlx_textgen.cache.manager import CacheOptions
 from mlx_textgen.config import ModelConfig
+from mlx_textgen.engine.admission import AdmissionLine
 from mlx_textgen.engine.request import FinishReason, Request, RequestOutput, new_stats
 from mlx_textgen.engine.worker import EngineProcess, EngineStartupError
 from mlx_textgen.models.loader import ModelInfo
@@ -106,6 +107,7 @@ class Engine:
         self._call_ids = itertools.count()
         self._gone = False
         self._stopping = False
+        self._line = AdmissionLine()
         loop_options = {
             "cache_root": options.cache_root,
             "cpu_weights": options.cpu_weights,
@@ -224,17 +226,19 @@ class Engine:
             if target is not None:
                 target[0].put_nowait((target[1], out))
 
-    def submit(self, requests: list[Request]) -> Submission:
-        """Queue `requests` for the MLX thread; outputs of all of them arrive on one queue."""
+    def submit(self, requests: list[Request], client: str | None = None) -> Submission:
+        """Queue `requests` for the MLX thread; outputs of all of them arrive on one queue.
+        `client` (who sent them) keeps a refused client's place: see engine/admission.py."""
         limit = self.options.max_running_requests + self.options.max_queued_requests
         if len(requests) > limit:
             raise TooManyChoices(
                 f"the request asks for {len(requests)} sequences (prompts x n); this server "
                 f"holds at most {limit} (--max-running-requests + --max-queued-requests)"
             )
-        if self.in_flight + len(requests) > limit:
+        if not self._line.admit(client, len(requests), limit - self.in_flight):
             raise Overloaded(
-                f"server is at capacity ({self.in_flight} sequences in flight, limit {limit})"
+                f"server is at capacity ({self.in_flight} sequences in flight, limit {limit}; "
+                f"{len(self._line)} clients waiting, the longest-refused first)"
             )
         if self._gone:
             raise Overloaded("the engine process is not running")
@@ -257,10 +261,12 @@ class Engine:
         self._process.send("call", (call_id, op, arg))
         return await asyncio.wrap_future(fut)
 
-    def open(self, requests: list[Request]) -> AsyncIterator[tuple[int, RequestOutput]]:
+    def open(
+        self, requests: list[Request], client: str | None = None
+    ) -> AsyncIterator[tuple[int, RequestOutput]]:
         """Submit `requests` now (raising Overloaded at once) and return an iterator of
         (index, output) in arrival order. Closing it early (client gone) aborts the rest."""
-        return self._iterate(self.submit(requests))
+        return self._iterate(self.submit(requests, client))
 
     async def _iterate(self, sub: Submission) -> AsyncIterator[tuple[int, RequestOutput]]:
         unfinished = len(sub.request_ids)

@@ -29,14 +29,14 @@ class Inbox:
     def put(self, kind: str, arg: Any) -> None:
         self._queue.put((kind, arg))
 
-    def take(self, block: bool) -> Iterator[Command]:
-        """Every waiting command. With `block` (the engine is idle), wait for the first, and
-        if it is a request, for the rest of its burst."""
+    def take(self, block: bool, timeout: float | None = None) -> Iterator[Command]:
+        """Every waiting command. With `block` (the engine is idle), wait for the first (at
+        most `timeout` seconds, if given), and if it is a request, for the rest of its burst."""
         burst_end: float | None = None
         while True:
             try:
                 if burst_end is None:
-                    cmd = self._queue.get(block=block)
+                    cmd = self._queue.get(block=block, timeout=timeout if block else None)
                 else:
                     left = min(BURST_QUIET_S, burst_end - time.monotonic())
                     if left <= 0:

@@ -25,6 +25,7 @@ from mlx_textgen.config import ModelConfig
 from mlx_textgen.engine import sampling
 from mlx_textgen.engine.caching import EngineCache
 from mlx_textgen.engine.guiding import Guides
+from mlx_textgen.engine.idle import IdleRelease
 from mlx_textgen.engine.inbox import Inbox
 from mlx_textgen.engine.ending import RequestEnding
 from mlx_textgen.engine.loaded import LoadedModel
@@ -71,6 +72,7 @@ class EngineLoop(RequestEnding):
         self._solo: tuple[SoloDecoder, Sequence] | None = None
         self._cache = EngineCache(None)  # replaced on the MLX thread at startup
         self._guides = Guides()
+        self._idle = IdleRelease()
         self._thread = threading.Thread(target=self._run, name="mlx-engine", daemon=True)
         self._stopping = False
         self._trace = StepTrace.from_env()
@@ -104,6 +106,10 @@ class EngineLoop(RequestEnding):
     def call(self, fn: Callable[[EngineLoop], Any], fut: Future) -> None:
         """Run `fn(loop)` on the MLX thread between steps; its result lands in `fut`."""
         self._inbox.put("call", (fn, fut))
+
+    def load_counts(self) -> dict[str, int]:
+        """Sequences admitted (prefilling or decoding) and requests waiting; MLX thread."""
+        return {"running_sequences": len(self._by_id), "waiting_requests": len(self._waiting)}
 
     @property
     def cache(self) -> EngineCache:
@@ -189,10 +195,12 @@ class EngineLoop(RequestEnding):
     def _drain(self, block: bool) -> int:
         """Take every waiting command (if `block`, wait for one and its burst: see
         engine/inbox.py); returns how many were requests."""
-        adds = 0
+        adds = taken = 0
         if block:
             self._trace.flush()  # idle: the trace's records go to its file now
-        for cmd, arg in self._inbox.take(block):
+        wait = self._idle.wait_s() if block else None
+        for cmd, arg in self._inbox.take(block, wait):
+            taken += 1
             if cmd == "add":
                 self._waiting.append(arg)
                 self._trace.taken(arg.request_id)
@@ -211,6 +219,10 @@ class EngineLoop(RequestEnding):
             elif cmd == "stop":
                 self._stopping = True
                 break
+        if adds:
+            self._idle.worked()
+        elif wait is not None and not taken:  # quiet since the last work: see engine/idle.py
+            self._idle.release()
         return adds
 
     def _next_group(self) -> list[Request]:

@@ -294,13 +294,14 @@ class ModelRegistry:
 
     # -- the engines as one ------------------------------------------------------------
 
-    def open(self, requests: list[Request]) -> Any:
-        """Submit to the engine of the requests' model (all share one)."""
+    def open(self, requests: list[Request], client: str | None = None) -> Any:
+        """Submit to the engine of the requests' model (all share one); `client`: who asks
+        (engine/admission.py)."""
         slot = self.resolve(requests[0].model)
         if slot is None or slot.engine is None or not slot.engine.alive:
             name = requests[0].model
             raise Overloaded(f"the model `{name}` is not loaded (its engine process exited)")
-        return slot.engine.open(requests)
+        return slot.engine.open(requests, client)
 
     def engines(self) -> list[Engine]:
         return [s.engine for s in self.slots if s.state == State.LOADED and s.engine is not None]

@@ -71,7 +71,7 @@ def memory_stats() -> dict[str, int]:
 OPS: dict[str, Callable[[Any, Any], Any]] = {
     "cache_entries": _cache_entries,
     "cache_clear": _cache_clear,
-    "memory": lambda _loop, _arg: memory_stats(),
+    "memory": lambda loop, _arg: memory_stats() | loop.load_counts(),  # with what it holds
 }
 
 

@@ -69,8 +69,12 @@ def read_gguf(path: str | os.PathLike) -> GGUFFile:
     path = Path(path)
     try:
         reader = GGUFReader(path, "r")
-    except (ValueError, OSError) as e:
+    except OSError as e:
         raise GGUFImportError(f"{path} is not a readable GGUF file: {e}") from e
+    except (ValueError, IndexError, EOFError) as e:  # a bad magic, or a cut file's end
+        size = path.stat().st_size
+        raise GGUFImportError(f"{path} is not a readable GGUF file ({size} bytes; truncated "
+                              f"or corrupt, an incomplete download?): {e}") from e  # fmt: skip
     metadata = {key: _field_value(f) for key, f in reader.fields.items()}
     if int(metadata.get("split.count", 1) or 1) > 1:
         raise GGUFImportError(

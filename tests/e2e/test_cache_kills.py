@@ -32,7 +32,9 @@ pytestmark = pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="ne
 
 @pytest.fixture(scope="module")
 def config(smollm2_gguf, tmp_path_factory) -> Path:
-    cfg = {"model_configs": [
+    # Both resident at the end: hot and cold answers alternate, and a swap per request
+    # (one engine process each) was most of this module's time.
+    cfg = {"max_loaded_models": 2, "model_configs": [
         {"model_id_or_path": smollm2_gguf, "model_name": "cached"},
         {"model_id_or_path": smollm2_gguf, "model_name": "cold", "enable_cache": False},
     ]}

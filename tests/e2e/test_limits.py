@@ -50,6 +50,9 @@ def test_non_stream_disconnect_aborts(tight):
     with pytest.raises(httpx.ReadTimeout):
         httpx.post(url, json=LONG, timeout=1.0)
     assert wait_until(lambda: tight.health()["in_flight"] == 0, timeout=10)
+    # Quietly: an info line saying so, no CancelledError traceback.
+    assert wait_until(lambda: "client disconnected" in tight.output(), timeout=10)
+    assert "CancelledError" not in tight.output() and "Traceback" not in tight.output()
 
 
 def test_timeout_mid_stream_is_an_error_event_then_done(tight):

@@ -54,3 +54,12 @@ def test_unsupported_gguf_architecture(tmp_path):
     w.close()
     r = serve("-m", str(path), tmp_path=tmp_path)
     assert r.returncode == 1 and "bert" in r.stderr
+
+
+def test_truncated_gguf_says_so(tmp_path, smollm2_gguf):
+    cut = tmp_path / "cut.gguf"
+    with open(smollm2_gguf, "rb") as f:
+        cut.write_bytes(f.read(200_000))  # an interrupted download: the header's end is missing
+    r = serve("-m", str(cut), tmp_path=tmp_path)
+    assert r.returncode == 1 and "could not load model `cut`" in r.stderr
+    assert "truncated or corrupt" in r.stderr and "Traceback" not in r.stderr

@@ -111,3 +111,67 @@ def test_other_write_errors_keep_the_disk_tier_on(tmp_path: Path) -> None:
         writer.flush(timeout=10)
     assert not writer.disk_off and store.attempts == 2
     writer.close(timeout=10)
+
+
+class _FillingFile:
+    """A file on a disk that fills up after `room` bytes: a write past it raises ENOSPC
+    (or, `at_fsync`, the delayed allocation fails when the data is flushed)."""
+
+    def __init__(self, f, room: int, at_fsync: bool) -> None:
+        self._f, self._room, self._at_fsync = f, room, at_fsync
+
+    def write(self, data) -> int:
+        if not self._at_fsync and len(data) > self._room:
+            written = self._f.write(memoryview(data)[: self._room])  # a partial write first
+            self._room = 0
+            if written:
+                return written
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        self._room -= len(data)
+        return self._f.write(data)
+
+    def __getattr__(self, name: str):
+        return getattr(self._f, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._f.close()
+
+
+@pytest.mark.parametrize("at_fsync", [False, True], ids=["write", "fsync"])
+def test_a_disk_that_fills_mid_write_leaves_no_partial_file_and_keeps_what_was_whole(
+    tmp_path: Path, caplog, monkeypatch, at_fsync: bool
+) -> None:
+    store = DiskStore(tmp_path, BIG)
+    writer = DiskWriter(store)
+    kept, arrays, dtypes = segment(0)
+    assert writer.submit(kept, arrays, dtypes)
+    writer.flush(timeout=10)
+    real_fdopen, real_fsync = os.fdopen, os.fsync
+    monkeypatch.setattr(store_mod.os, "fdopen",
+                        lambda fd, *a, **k: _FillingFile(real_fdopen(fd, *a, **k), 64, at_fsync))
+
+    def full_fsync(fd: int) -> None:
+        if at_fsync and not os.path.isdir(f"/proc/self/fd/{fd}"):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real_fsync(fd)
+
+    monkeypatch.setattr(store_mod.os, "fsync", full_fsync)
+    results: list[int | None] = []
+    with caplog.at_level(logging.INFO, logger="mlx_textgen.cache"):
+        for n in range(1, 5):
+            rec, arrays_n, dtypes_n = segment(n)
+            writer.submit(rec, arrays_n, dtypes_n, on_done=lambda r, s: results.append(s))
+            writer.flush(timeout=10)
+    assert writer.disk_off and results == [None]  # the rest declined while off
+    offs = [r for r in caplog.records if "disk tier is off" in r.getMessage()]
+    assert len(offs) == 1 and "No space left" in offs[0].getMessage()
+    assert not list(tmp_path.rglob(f"*{store_mod.TEMP_SUFFIX}"))  # the half file is gone
+    monkeypatch.undo()
+    assert DiskStore(tmp_path, BIG).scan() == [kept]
+    got = DiskStore(tmp_path, BIG).get(FP, kept.key)
+    assert got is not None and got[0] == kept
+    assert_same(got[1], arrays)
+    writer.close(timeout=10)

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from fastapi import Request as HTTPRequest
 from fastapi.responses import JSONResponse, StreamingResponse
 
+from mlx_textgen.api.clients import client_id
 from mlx_textgen.api.constraints import checked_constraint
 from mlx_textgen.api.errors import APIError, bad_request
 from mlx_textgen.api.generation import Job, Renderer, collect, stream_sse, usage
@@ -125,7 +126,7 @@ async def run(
     for k, r in enumerate(requests):  # prompt i's n choices are requests i*n .. i*n+n-1
         r.media = media[k // req.choices] if media else None
     try:
-        stream = engine_of(http).open(requests)
+        stream = engine_of(http).open(requests, client_id(http))
     except TooManyChoices as exc:
         raise bad_request(str(exc), "n") from None
     except Overloaded as exc:

@@ -10,6 +10,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
+from mlx_textgen.api.errors import APIError
 from mlx_textgen.api.leases import registry_error
 from mlx_textgen.api.routes.common import engine_of, unknown_model
 
@@ -25,9 +26,13 @@ async def list_models(http: Request) -> dict[str, Any]:
 @router.post("/v1/models/{model_id:path}/load")
 async def load_model(model_id: str, http: Request) -> dict[str, Any]:
     """Load a model now (making room as a request would); answers once it is loaded."""
+    from mlx_textgen.engine.registry import ModelUnavailable
+
     reg = engine_of(http)
     try:
         slot = await reg.load_model(model_id)
+    except ModelUnavailable as exc:  # the model the operator named can't be loaded: a 422
+        raise APIError(422, str(exc), param="model", code=exc.code) from None
     except Exception as exc:  # noqa: BLE001 - registry errors become OpenAI errors
         raise registry_error(exc) or exc from None
     if slot is None:
