@@ -9,7 +9,7 @@ import pytest
 from tests.e2e.server import ServerProcess, wait_until
 from tests.e2e.soak_load import SERVER_ARGS, engine_counts, run_soak, write_keys
 
-REQUESTS, CLIENTS = 40, 16  # seed 1: 2 cancels, a long prompt, 3 schemas, 4 tool calls
+REQUESTS, CLIENTS = 64, 16
 
 
 @pytest.fixture(scope="module")
