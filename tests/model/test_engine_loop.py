@@ -13,12 +13,12 @@ from mlx_textgen.engine.loop import EngineLoop, LoopOptions
 from mlx_textgen.engine.request import Request, SamplingParams
 
 
-def start_loop(gguf: str, cache_root) -> EngineLoop:
+def start_loop(gguf: str, cache_root, max_running: int = 8) -> EngineLoop:
     """A started engine loop on SmolLM2 whose outputs land in `loop.outs`."""
     outs: queue.SimpleQueue = queue.SimpleQueue()
     lp = EngineLoop(
         [ModelConfig(gguf, model_name="m")],
-        LoopOptions(cache_root=cache_root, max_running_requests=8),
+        LoopOptions(cache_root=cache_root, max_running_requests=max_running),
         lambda batch: [outs.put(o) for o in batch],
     )
     lp.start()

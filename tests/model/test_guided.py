@@ -25,7 +25,7 @@ SAMPLES = 3
 
 @pytest.fixture(scope="module")
 def loop(smollm2_gguf, cache_root):
-    lp = start_loop(smollm2_gguf, cache_root)
+    lp = start_loop(smollm2_gguf, cache_root, max_running=32)  # the 85 schema samples in 3 waves
     yield lp
     lp.stop()
 
