@@ -77,7 +77,8 @@ def to_float_weights(model: nn.Module, dtype: mx.Dtype = mx.float32) -> bool:
     return quantized
 
 
-# A batch-level hook on the decode step's logits: `hook(uids, tokens, logits) -> logits`,
+# A batch-level hook on the decode step's logits: `hook(uids, tokens, logits) -> logits`
+# (used while `hook.engaged`),
 # called with the rows' uids in batch order, the (B,) tokens the forward pass takes (the
 # array the last step sampled, not a view of it: reading a new view would queue behind the
 # forward pass) and its (B, 1, V) logits, before mlx-lm's per-row processors and sampling.
@@ -97,7 +98,7 @@ def set_decode_hook(model: nn.Module, hook: Any | None) -> None:
 def _with_decode_hook(step: Any) -> Any:
     def hooked_step(self: Any) -> Any:
         hook = _decode_hooks.get(id(self.model))
-        if hook is None:
+        if hook is None or not hook.engaged:  # nothing to do: mlx-lm's own step, untouched
             return step(self)
         model, uids, tokens = self.model, list(self.uids), self._next_tokens
         mx.async_eval(tokens)  # a join's concatenation or a filter's gather: before the forward

@@ -64,6 +64,11 @@ class RowMasks:
             del self._rows[old]
         self._rows[uid] = _Row(guide, generated - 1)
 
+    @property
+    def engaged(self) -> bool:
+        """Whether any constrained row is still decoding (else the step needs no hook)."""
+        return any(not r.guide.closed for r in self._rows.values())
+
     def __call__(self, uids: list[int], tokens: mx.array, logits: mx.array) -> mx.array:
         """Mask the constrained rows of (B, 1, V) `logits`, whose forward pass takes the (B,)
         `tokens` (the sampled array itself: a new view of it would be computed after the
