@@ -53,6 +53,12 @@ _MODEL_FLAGS: tuple[_Flag, ...] = (
     ),
     _flag("--revision", help="branch, tag or commit of a Hugging Face repo"),
     _flag("--model-name", help="name clients use (default: derived from the path)"),
+    _flag(
+        "--max-context-tokens",
+        type=int,
+        metavar="N",
+        help="cap the context window (prompt + output) below the model's own",
+    ),
 )
 _SERVER_FLAGS: tuple[_Flag, ...] = (
     _flag("--host", help="address to bind"),

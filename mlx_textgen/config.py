@@ -70,6 +70,7 @@ class ModelConfig:
     aliases: list[str] = field(default_factory=list)  # more names clients may use
     memory_gb: float | None = None  # footprint (weights + KV) if the estimate is wrong
     max_image_pixels: int | None = None  # a vision model's images are downscaled past this
+    max_context_tokens: int | None = None  # caps the context window below the model's own
 
     def preloaded(self, index: int) -> bool:
         """Whether the model loads at start, being the `index`-th configured."""
@@ -174,6 +175,7 @@ _MODEL_SPECS: dict[str, _Spec] = {
     "aliases": _Spec("str_list"),
     "memory_gb": _Spec("float", null_ok=True, low=0.0),
     "max_image_pixels": _Spec("int", null_ok=True, low=1),
+    "max_context_tokens": _Spec("int", null_ok=True, low=2),
 }
 
 _SERVER_SPECS: dict[str, _Spec] = {

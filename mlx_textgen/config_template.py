@@ -43,6 +43,7 @@ _MODEL_COMMENTS = {
     "aliases": "more names clients may use for this model",
     "memory_gb": "its footprint (weights + KV) in GB; null = estimated from its files",
     "max_image_pixels": "a vision model's images are downscaled to at most this many pixels; null = as sent",
+    "max_context_tokens": "context window (prompt + output) at most this many tokens; null = the model's own",
 }
 _SERVER_COMMENTS = {
     "host": "address to listen on",

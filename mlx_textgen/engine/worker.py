@@ -229,7 +229,7 @@ def _prepare(
 
         float_weights = on_cpu() and options.get("cpu_weights", "float") == "float"
         model_dir = resolve_model_dir(config, Path(options["cache_root"]), float_weights)
-        send("prepared", estimate(model_dir, float_weights, _context(model_dir), headroom))
+        send("prepared", estimate(model_dir, float_weights, _context(model_dir, config), headroom))
     except BaseException as exc:  # reported to the parent, which names the model
         send("failed", _one_line(exc))
         return False
@@ -240,17 +240,17 @@ def _prepare(
     return kind == "load"
 
 
-def _context(model_dir: Path) -> int:
+def _context(model_dir: Path, config: ModelConfig) -> int:
     """The context window as config.json gives it (the tokenizer isn't loaded yet)."""
     import json
 
     from mlx_textgen.models.loader import context_length
 
     try:
-        config = json.loads((model_dir / "config.json").read_text())
+        model_config = json.loads((model_dir / "config.json").read_text())
     except (OSError, ValueError):
-        config = {}
-    return context_length(config, None)
+        model_config = {}
+    return context_length(model_config, None, config.max_context_tokens)
 
 
 def _run_loop(conn: Connection, send: _Sender, config: ModelConfig, options: dict[str, Any]) -> None:

@@ -108,7 +108,13 @@ def generation_defaults(model_dir: Path) -> dict[str, float | int]:
     return out
 
 
-def context_length(config: dict, tokenizer: Any) -> int:
+def context_length(config: dict, tokenizer: Any, cap: int | None = None) -> int:
+    """The model's context window, lowered to ``cap`` (max_context_tokens) when one is set."""
+    own = _own_context(config, tokenizer)
+    return own if cap is None else min(own, cap)
+
+
+def _own_context(config: dict, tokenizer: Any) -> int:
     text_cfg = config.get("text_config") or {}
     for cfg in (config, text_cfg):
         for key in ("max_position_embeddings", "max_sequence_length", "n_positions", "seq_length"):
@@ -148,7 +154,7 @@ def prepare(mc: ModelConfig, *, cache_root: Path, cpu_weights: str = "float") ->
         name=name,
         model_dir=model_dir,
         tokenizer=tokenizer,
-        context_length=context_length(config, tokenizer),
+        context_length=context_length(config, tokenizer, mc.max_context_tokens),
         eos_token_ids=frozenset(eos),
         float_weights=float_weights,
         generation_defaults=generation_defaults(model_dir),

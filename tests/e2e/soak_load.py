@@ -25,7 +25,7 @@ from typing import Any
 import httpx
 
 MODEL = "smollm2-135m-instruct"
-CONTEXT = 8192  # SmolLM2's window: "near the limit" prompts are sized from it
+CONTEXT = 1536  # the soak server's --max-context-tokens: "near the limit" prompts fill it
 WORDS = "apple river stone cloud tree lamp road bird song hill".split()
 SCHEMA = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"],
           "additionalProperties": False}  # fmt: skip
@@ -35,12 +35,16 @@ TOOL = {"type": "function", "function": {"name": "get_weather", "parameters": CI
 # kind -> weight in the mix
 MIX = {
     "chat": 18, "chat_stream": 18, "completion": 10, "completion_stream": 10, "n2": 8,
-    "n2_stream": 6, "json": 8, "tool": 8, "cancel": 8, "long": 2, "too_long": 4,
+    "n2_stream": 6, "json": 8, "tool": 8, "cancel": 8, "long": 2, "near_limit": 3,
+    "too_long": 4,
 }  # fmt: skip
-# A long prompt: a shared head (a cache hit after the first) and its own tail. Not near
-# SmolLM2's 8192-token window: one such prefill took minutes on the 2-core CPU, stalling
-# everything behind it; past the window ("too_long") is a cheap 400 before the engine.
+# A long prompt: a shared head (a cache hit after the first) and its own tail. The window is
+# capped (--max-context-tokens) because a prefill of SmolLM2's own 8192 tokens takes minutes
+# on the 2-core CPU, stalling everything behind it. "near_limit" shares the head, fills the
+# window but for a few tokens and asks for no max_tokens: it must stop at exactly the
+# window. Past the window ("too_long") is a cheap 400 before the engine.
 LONG_PREFIX_WORDS = 1200
+NEAR_LIMIT_ROOM = 24
 
 
 class SoakFailure(Exception):
@@ -138,6 +142,11 @@ def build(kind: str, rng: random.Random) -> tuple[str, dict[str, Any]]:
     if kind == "long":  # BPE: " long" is one token
         head = "long " * LONG_PREFIX_WORDS
         return completions, completion | {"prompt": head + _words(rng, 8)}
+    if kind == "near_limit":
+        head = "long " * (CONTEXT - NEAR_LIMIT_ROOM)
+        body = completion | {"prompt": head + text, "ignore_eos": True}
+        del body["max_tokens"]  # the rest of the window
+        return completions, body
     return completions, completion | {"prompt": "long " * (CONTEXT + 100)}  # too_long
 
 
@@ -162,6 +171,9 @@ def check_stream(kind: str, lines: list[str], n: int) -> None:
 
 def check_body(kind: str, body: dict[str, Any], n: int) -> None:
     choices = body.get("choices", [])
+    usage = body.get("usage") or {}
+    if kind == "near_limit" and usage.get("total_tokens") != CONTEXT:
+        raise SoakFailure(f"{usage.get('total_tokens')} tokens in all, not the window {CONTEXT}")
     if sorted(c["index"] for c in choices) != list(range(n)):
         raise SoakFailure("choice indexes")
     for c in choices:
@@ -169,6 +181,8 @@ def check_body(kind: str, body: dict[str, Any], n: int) -> None:
             raise SoakFailure(f"finish_reason {c.get('finish_reason')}")
         if kind == "json" and c["finish_reason"] == "stop":
             json.loads(c["message"]["content"])  # complete constrained output parses
+        if kind == "near_limit" and c["finish_reason"] != "length":
+            raise SoakFailure(f"finish_reason {c['finish_reason']} at the window")
         calls = (c.get("message") or {}).get("tool_calls")
         if kind == "tool" and c["finish_reason"] == "tool_calls" and not calls:
             raise SoakFailure("tool_calls finish without calls")
@@ -322,7 +336,8 @@ def engine_counts(base_url: str, key: str) -> dict[str, Any]:
 
 
 SERVER_ARGS = ["--max-running-requests", "8", "--max-queued-requests", "8",
-               "--cache-ram-gb", "0.25", "--cache-disk-gb", "0.5"]  # fmt: skip
+               "--cache-ram-gb", "0.25", "--cache-disk-gb", "0.5",
+               "--max-context-tokens", str(CONTEXT)]  # fmt: skip
 
 
 def write_keys(path: Path, count: int) -> list[str]:

@@ -285,3 +285,19 @@ def test_residency_flags_reach_the_config() -> None:
     cfg = build_config(args)
     assert (cfg.max_loaded_models, cfg.max_model_memory_gb, cfg.model_wait_timeout) == (2, 6.5, 3.0)
     assert [m.preloaded(i) for i, m in enumerate(cfg.model_configs)] == [True, False]
+
+
+def test_context_cap_flag_and_key(tmp_path: Path) -> None:
+    from mlx_textgen.config import parse_config
+    from mlx_textgen.models.loader import context_length
+
+    config = config_from(["serve", "-m", "/m/a", "--max-context-tokens", "1536"])
+    assert config.model_configs[0].max_context_tokens == 1536
+    with pytest.raises(ConfigError, match="max_context_tokens: must be at least 2"):
+        config_from(["serve", "-m", "/m/a", "--max-context-tokens", "1"])
+    cfg = parse_config("model_configs:\n- model_id_or_path: /m/a\n  max_context_tokens: 512\n")
+    assert cfg.model_configs[0].max_context_tokens == 512
+    # A cap only lowers the model's own window.
+    model = {"max_position_embeddings": 8192}
+    assert context_length(model, None, 512) == 512
+    assert context_length(model, None, 10**6) == 8192 and context_length(model, None) == 8192
