@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 INSTALL_HINT = "pip install 'mlx-textgen[vision]'"
+_WINDOWED = ("qwen2_5_vl",)  # windowed vision attention with empty windows (vision/windows.py)
 
 
 class VisionUnavailable(RuntimeError):
@@ -42,9 +43,14 @@ def architecture(model_type: str) -> types.ModuleType:
     """mlx-vlm's module for `model_type` (``mlx_vlm.models.<arch>``)."""
     _package()
     try:
-        return importlib.import_module(f"mlx_vlm.models.{model_type}")
+        module = importlib.import_module(f"mlx_vlm.models.{model_type}")
     except ImportError as exc:
         raise VisionUnavailable(f"mlx-vlm has no model {model_type!r}: {exc}") from None
+    if model_type in _WINDOWED:
+        from mlx_textgen.vision import windows
+
+        windows.install(importlib.import_module(f"mlx_vlm.models.{model_type}.vision"))
+    return module
 
 
 def build_model(model_dir: Path) -> Any:
