@@ -39,6 +39,7 @@ class ChatPlan:
             tool_parser=t.parser if t else None,
             tools=t.tools if t else None,
             stream_arguments=bool(t and t.forced),
+            forced=bool(t and t.forced),
             reasoning_parser=r.parser if r else None,
             starts_in_reasoning=bool(r and self.opens[prompt]),
             separate_reasoning=r.separate if r else True,

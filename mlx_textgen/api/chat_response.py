@@ -26,6 +26,7 @@ class ParseSpec:
     tool_parser: str | None = None
     tools: list[dict[str, Any]] | None = None
     stream_arguments: bool = False
+    forced: bool = False  # tool_choice required or named: the grammar makes the output calls
     reasoning_parser: str | None = None
     starts_in_reasoning: bool = False
     separate_reasoning: bool = True  # reasoning_content; else the thinking stays in content
@@ -110,9 +111,12 @@ class ChoiceParser:
         self._add(delta)
 
     def _add(self, delta: ResponseDelta) -> None:
-        for raw in delta.malformed:
-            log.warning("a malformed tool call was returned as content: %.200r", raw)
         reasoning, content = delta.reasoning, delta.content
+        for raw in delta.malformed:
+            if self.spec.forced:  # a call cut short (max_tokens): it stays a call, not text
+                content = content.replace(raw, "", 1)
+            else:
+                log.warning("a malformed tool call was returned as content: %.200r", raw)
         if not self.spec.separate_reasoning:
             reasoning, content = "", self._inline(delta.reasoning, content)
         if reasoning:
@@ -152,9 +156,14 @@ class ChoiceParser:
 
     def message(self) -> dict[str, Any]:
         """The whole assistant message: content (null when only calls), reasoning, calls.
-        A call cut short (max_tokens) is left out: its text is in the content."""
+        A call cut short (max_tokens) is left out and its text is in the content, unless
+        tool_choice forced calls: then it is a call with the arguments written so far, as a
+        stream sent it (finish_reason "length" says it was cut)."""
         content: str | None = "".join(self.content)
-        calls = [c for c in self.calls.list() if _complete(c["function"]["arguments"])]
+        calls = [
+            c for c in self.calls.list()
+            if self.spec.forced or _complete(c["function"]["arguments"])
+        ]
         if calls and not content.strip():
             content = None
         message: dict[str, Any] = {"role": "assistant", "content": content, "refusal": None}

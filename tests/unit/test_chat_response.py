@@ -62,3 +62,16 @@ def test_reasoning_inline_keeps_the_end_marker():
     message = parser.message()
     assert message["content"] == "Hmm</think>Paris" and "reasoning_content" not in message
     assert parser.reasoning_tokens == 2
+
+
+def test_a_forced_call_cut_short_stays_a_call_and_no_text():
+    spec = ParseSpec(tool_parser="hermes", tools=TOOLS, stream_arguments=True, forced=True)
+    pieces = ['<tool_call>\n{"name": "f", "arguments": {"a": 1}}\n</tool_call>\n',
+              '<tool_call>\n{"name": "f", "arguments": {"a": ']
+    parser, deltas = run(spec, pieces)
+    assert not any(d.get("content", "").strip() for d in deltas)  # streamed: no raw markup
+    message = parser.message()
+    assert message["content"] is None
+    first, cut = message["tool_calls"]
+    assert json.loads(first["function"]["arguments"]) == {"a": 1}
+    assert cut["function"]["name"] == "f" and cut["function"]["arguments"].startswith('{"a":')
