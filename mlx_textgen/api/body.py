@@ -47,7 +47,9 @@ def _bad_text_at(value: Any, path: str = "") -> str | None:
 def surrogate_param(body: bytes) -> str | None:
     """The field of a JSON body holding a lone surrogate (None: there is none, or the body
     is not JSON, which the route's own parsing reports)."""
-    if not _MAYBE_SURROGATE.search(body):
+    # Substring tests first: the regex alone scans a large body (an image as a data URL)
+    # five times slower than both of them.
+    if (b"\\u" not in body and b"\xed" not in body) or not _MAYBE_SURROGATE.search(body):
         return None
     try:
         value = json.loads(body)

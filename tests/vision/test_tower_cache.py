@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import mlx.core as mx
+import numpy as np
 import pytest
 
 pytest.importorskip("mlx_vlm")
@@ -49,3 +50,27 @@ def test_expansion_keys_image_tokens_and_moves_boundaries(tmp_path, arch: str) -
     assert media.real_ids(out).count(spec.image_token_id) == image.count
     with pytest.raises(ValueError, match="placeholders"):
         expand(spec, ids, (), [img, img])
+
+
+def test_an_image_seen_again_is_not_processed_again(tmp_path, monkeypatch) -> None:
+    import json
+
+    from mlx_textgen.vision import prompt
+
+    d = write_vision_model(tmp_path / "m", "qwen2_vl")
+    cfg = json.loads((d / "config.json").read_text())
+    spec = VisionSpec(cfg["model_type"], str(d), cfg["image_token_id"])
+    calls: list[str] = []
+    real = prompt._process
+    monkeypatch.setattr(prompt, "_process", lambda s, i: calls.append(i.digest) or real(s, i))
+    a, b = decode_image(encode(pixels(1))), decode_image(encode(pixels(2)))
+    first = expand(spec, [spec.image_token_id], (), [a])[2].images[0]
+    again = expand(spec, [spec.image_token_id], (), [decode_image(encode(pixels(1), "PNG"))])
+    other = expand(spec, [spec.image_token_id], (), [b])[2].images[0]
+    assert calls == [a.digest, b.digest]  # the second `a` came from the cache
+    same = again[2].images[0]
+    assert same.count == first.count and all(
+        np.array_equal(same.arrays[k], first.arrays[k]) for k in first.arrays
+    )
+    assert not first.arrays["pixel_values"].flags.writeable  # shared: nobody may change it
+    assert other.digest != first.digest
