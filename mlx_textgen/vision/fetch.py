@@ -15,7 +15,6 @@ import logging
 import socket
 import ssl
 import time
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -24,6 +23,7 @@ import certifi  # httpx's own dependency: the CA roots it verifies against by de
 import httpx
 
 from mlx_textgen.vision.addresses import IPAddress, parse_address, refusal
+from mlx_textgen.vision.lru import SizedLRU
 
 if TYPE_CHECKING:
     from mlx_textgen.config import ServerConfig
@@ -221,36 +221,12 @@ class Fetcher:
         return b"".join(chunks)
 
 
-class BodyCache:
+class BodyCache(SizedLRU[bytes]):
     """Downloaded bodies by exact URL, least recently used first out, at most `limit_bytes` in
     all; a body larger than the whole limit is not kept."""
 
     def __init__(self, limit_bytes: int) -> None:
-        self.limit_bytes = limit_bytes
-        self.nbytes = 0
-        self._bodies: OrderedDict[str, bytes] = OrderedDict()
-
-    def get(self, url: str) -> bytes | None:
-        """The cached body of `url` (now the most recently used), or None."""
-        body = self._bodies.get(url)
-        if body is not None:
-            self._bodies.move_to_end(url)
-        return body
-
-    def put(self, url: str, body: bytes) -> None:
-        """Keep `body` for `url`, evicting the least recently used bodies to make room."""
-        if len(body) > self.limit_bytes:
-            return
-        old = self._bodies.pop(url, None)
-        self.nbytes -= len(old) if old is not None else 0
-        while self._bodies and self.nbytes + len(body) > self.limit_bytes:
-            _, evicted = self._bodies.popitem(last=False)
-            self.nbytes -= len(evicted)
-        self._bodies[url] = body
-        self.nbytes += len(body)
-
-    def __contains__(self, url: str) -> bool:
-        return url in self._bodies
+        super().__init__(limit_bytes, len)
 
 
 def _checked_url(url: str) -> httpx.URL:

@@ -10,43 +10,30 @@ at a time with the prompt's own positions. The tower's output for a recently see
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from typing import Any
 
 import mlx.core as mx
 
 from mlx_textgen.backend import KVCache
 from mlx_textgen.vision import positions
+from mlx_textgen.vision.lru import SizedLRU
 from mlx_textgen.vision.prompt import GRID_FAMILIES, KEY_BASE, PromptImage, VisionPrompt
 
 TOWER_CACHE_BYTES = 256 * 2**20
 
 
-class TowerCache:
+class TowerCache(SizedLRU[mx.array]):
     """Vision-tower outputs of recent images by pixel hash, least recently used out first."""
 
     def __init__(self, budget_bytes: int = TOWER_CACHE_BYTES) -> None:
-        self.budget = budget_bytes
-        self._items: OrderedDict[str, mx.array] = OrderedDict()
-        self._bytes = 0
+        super().__init__(budget_bytes, lambda feats: feats.nbytes)
         self.hits = 0
         self.runs = 0
 
-    def get(self, digest: str) -> mx.array | None:
-        feats = self._items.get(digest)
-        if feats is not None:
-            self._items.move_to_end(digest)
-            self.hits += 1
+    def get(self, digest: str) -> mx.array | None:  # type: ignore[override]
+        feats = super().get(digest)
+        self.hits += feats is not None
         return feats
-
-    def put(self, digest: str, feats: mx.array) -> None:
-        if digest in self._items or feats.nbytes > self.budget:
-            return
-        self._items[digest] = feats
-        self._bytes += feats.nbytes
-        while self._bytes > self.budget:
-            _, old = self._items.popitem(last=False)
-            self._bytes -= old.nbytes
 
 
 class VisionLanguageModel:

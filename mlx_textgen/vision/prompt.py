@@ -11,13 +11,13 @@ and the engine maps those ids back to the real image token when it embeds them.
 from __future__ import annotations
 
 import threading
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from mlx_textgen.vision.lru import SizedLRU
 from mlx_textgen.vision.pixels import DecodedImage
 
 KEY_BASE = 1 << 30
@@ -108,39 +108,12 @@ def warm(spec: VisionSpec) -> None:
 
 
 PROCESSED_CACHE_BYTES = 128 * 2**20
-
-
-class _Processed:
-    """The processor's output for recent images by (model, pixel hash), least recently used
-    out first: the next turn of a conversation sends its images again, and they need not
-    be processed again (a 448 px image took 15 ms on a 2-core CPU)."""
-
-    def __init__(self, budget_bytes: int = PROCESSED_CACHE_BYTES) -> None:
-        self.budget = budget_bytes
-        self._items: OrderedDict[tuple[str, str], tuple[Any, dict[str, np.ndarray]]] = OrderedDict()
-        self._bytes = 0
-        self._lock = threading.Lock()
-
-    def get(self, key: tuple[str, str]) -> tuple[Any, dict[str, np.ndarray]] | None:
-        with self._lock:
-            item = self._items.get(key)
-            if item is not None:
-                self._items.move_to_end(key)
-            return item
-
-    def put(self, key: tuple[str, str], item: tuple[Any, dict[str, np.ndarray]]) -> None:
-        size = sum(a.nbytes for a in item[1].values())
-        with self._lock:
-            if key in self._items or size > self.budget:
-                return
-            self._items[key] = item
-            self._bytes += size
-            while self._bytes > self.budget:
-                _, (_, old) = self._items.popitem(last=False)
-                self._bytes -= sum(a.nbytes for a in old.values())
-
-
-_processed = _Processed()
+# The processor's output for recent images by (model, pixel hash): the next turn of a
+# conversation sends its images again, and they need not be processed again (a 448 px image
+# took 15 ms on a 2-core CPU).
+_processed: SizedLRU[tuple[Any, dict[str, np.ndarray]]] = SizedLRU(
+    PROCESSED_CACHE_BYTES, lambda item: sum(a.nbytes for a in item[1].values())
+)
 
 
 def _one_image(spec: VisionSpec, img: DecodedImage) -> tuple[list[int] | int, dict[str, np.ndarray]]:

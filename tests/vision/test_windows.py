@@ -12,9 +12,9 @@ import pytest
 
 pytest.importorskip("mlx_vlm")
 
-from mlx_textgen.vision import door  # noqa: E402
-from mlx_textgen.vision.windows import distinct_bounds  # noqa: E402
-from tests.vision_model import write_vision_model  # noqa: E402
+from mlx_textgen.vision import door
+from mlx_textgen.vision.windows import distinct_bounds
+from tests.vision_model import write_vision_model
 
 
 def test_distinct_bounds_drop_only_repeats() -> None:
