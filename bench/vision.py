@@ -33,7 +33,7 @@ from tests.e2e.server import free_port
 from tests.vision.images import image_url
 
 
-def start(kind: str, model_dir: Path, port: int, log: Path) -> subprocess.Popen:
+def start(kind: str, model_dir: Path, port: int, log: Path, trace: Path | None = None) -> subprocess.Popen:
     if kind == "mlx-textgen":
         cmd = [sys.executable, "-m", "mlx_textgen", "serve", "--model-path", str(model_dir),
                "--model-name", "m", "--port", str(port), "--cache-dir", tempfile.mkdtemp()]
@@ -41,6 +41,8 @@ def start(kind: str, model_dir: Path, port: int, log: Path) -> subprocess.Popen:
         cmd = [sys.executable, "-m", "mlx_vlm.server", "--model", str(model_dir),
                "--host", "127.0.0.1", "--port", str(port)]
     env = dict(os.environ, PYTHONUNBUFFERED="1")
+    if trace is not None:
+        env["MLX_TEXTGEN_STEP_TRACE"] = str(trace)
     proc = subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT, env=env, cwd=ROOT)
     deadline = time.monotonic() + 900
     while time.monotonic() < deadline:
@@ -60,20 +62,48 @@ def question(seed: int, size: int, text: str) -> list[dict[str, Any]]:
     return [{"role": "user", "content": parts}]
 
 
-def timed(client: openai.OpenAI, model: str, messages: list[dict[str, Any]], n: int) -> tuple[float, str]:
-    t = time.perf_counter()
+SENT: dict[str, tuple[float, Any]] = {}  # what -> (time.monotonic when sent, usage), last round
+
+
+def timed(client: openai.OpenAI, model: str, messages: list[dict[str, Any]], n: int,
+          what: str = "") -> tuple[float, str]:  # fmt: skip
+    t, sent = time.perf_counter(), time.monotonic()
     r = client.chat.completions.create(model=model, messages=messages, max_tokens=n, temperature=0)
+    SENT[what] = (sent, r.usage)
     return time.perf_counter() - t, r.choices[0].message.content or ""
+
+
+def breakdown(trace: Path) -> None:
+    """Where the last round's cold and next-turn requests spent their time, from the
+    engine's step trace (engine/trace.py): one clock for every process of the machine."""
+    import json
+
+    rows = [json.loads(line) for line in trace.read_text().splitlines()]
+    reqs = sorted((r for r in rows if "req" in r), key=lambda r: r["arrival"])
+    for what in ("cold", "next"):
+        sent, usage = SENT[what]
+        r = next((r for r in reqs if r["arrival"] >= sent), None)
+        if r is None or r["taken"] is None or r["first"] is None:
+            continue
+        cached = getattr(usage.prompt_tokens_details, "cached_tokens", None)
+        print(f"  {what}: HTTP side {1e3 * (r['arrival'] - sent):.1f} ms, to the engine "
+              f"{1e3 * (r['taken'] - r['arrival']):.1f} ms, engine to first token "
+              f"{1e3 * (r['first'] - r['taken']):.1f} ms; prompt {usage.prompt_tokens} "
+              f"tokens, cached {cached}")  # fmt: skip
+        steps = [x for x in rows if "dur" in x and r["taken"] - 0.5 <= x["t"] <= r["first"]]
+        phases = {k: sum(x.get(k, 0.0) for x in steps) for k in
+                  ("wait", "admit", "prefill", "decode", "deferred", "commit")}  # fmt: skip
+        print(f"    {len(steps)} steps: " + ", ".join(f"{k} {1e3 * v:.1f} ms" for k, v in phases.items()))
 
 
 def turns(client: openai.OpenAI, model: str, seed: int, size: int) -> tuple[float, float]:
     """(cold, next-turn) time to first token of one conversation about a new image."""
     first = question(seed, size, "What is in this picture? Describe the colours and shapes.")
-    cold, _ = timed(client, model, first, 1)
+    cold, _ = timed(client, model, first, 1, "cold")
     _, answer = timed(client, model, first, 8)  # the turn as the conversation had it
     nxt = [*first, {"role": "assistant", "content": answer or "A picture."},
            {"role": "user", "content": "And what is in its top left corner?"}]  # fmt: skip
-    warm, _ = timed(client, model, nxt, 1)
+    warm, _ = timed(client, model, nxt, 1, "next")
     return cold, warm
 
 
@@ -92,7 +122,8 @@ async def burst(base: str, model: str, seeds: list[int], size: int, n: int) -> t
 def run(kind: str, model_dir: Path, args: argparse.Namespace) -> dict[str, float]:
     port = free_port()
     log = Path(tempfile.mkdtemp()) / f"{kind}.log"
-    proc = start(kind, model_dir, port, log)
+    trace = log.with_suffix(".trace") if args.trace and kind == "mlx-textgen" else None
+    proc = start(kind, model_dir, port, log, trace)
     base = f"http://127.0.0.1:{port}/v1"
     try:
         client = openai.OpenAI(base_url=base, api_key="x", max_retries=0, timeout=600)
@@ -111,6 +142,8 @@ def run(kind: str, model_dir: Path, args: argparse.Namespace) -> dict[str, float
     finally:
         proc.terminate()
         proc.wait(timeout=60)
+        if trace is not None and trace.exists():
+            breakdown(trace)
 
 
 def main() -> None:
@@ -123,6 +156,8 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, default=4)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--servers", default="mlx-textgen,mlx-vlm")
+    ap.add_argument("--trace", action="store_true",
+                    help="mlx-textgen's step trace: where the cold and next-turn requests went")
     args = ap.parse_args()
     model_dir = args.model_dir
     if args.make_random:
