@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -83,6 +84,8 @@ def build_app(cfg: ServerConfig) -> Any:
                  cfg.host, cfg.port)  # fmt: skip
         yield
         await asyncio.to_thread(registry.stop)
+        if (shared := sys.modules.get("mlx_textgen.vision.shared")) is not None:
+            shared.close_all()  # images' shared memory (uvicorn re-raises SIGTERM: no atexit)
 
     app.router.lifespan_context = lifespan
     return app

@@ -18,6 +18,7 @@ from mlx_textgen.backend import KVCache
 from mlx_textgen.vision import positions
 from mlx_textgen.vision.lru import SizedLRU
 from mlx_textgen.vision.prompt import GRID_FAMILIES, KEY_BASE, PromptImage, VisionPrompt
+from mlx_textgen.vision.shared import opened
 
 TOWER_CACHE_BYTES = 256 * 2**20
 
@@ -82,7 +83,10 @@ class VisionLanguageModel:
         """The vision tower's output for one image: (image tokens, hidden)."""
         feats = self.tower.get(image.digest)
         if feats is None:
-            arrays = {k: mx.array(v) for k, v in image.arrays.items()}
+            arrays = {}
+            for k, v in image.arrays.items():
+                with opened(v) as a:  # a shared array: copied out here (vision/shared.py)
+                    arrays[k] = mx.array(a)
             ids = mx.full((1, image.count), self.image_token_id, dtype=mx.int32)
             out = self.vlm.get_input_embeddings(ids, **arrays)  # all image tokens: the features
             feats = out.inputs_embeds[0]
@@ -115,7 +119,10 @@ class VisionPrefill:
         self._positions: mx.array | None = None
         self._delta = 0
         if model.mrope:
-            grids = [mx.array(i.arrays["image_grid_thw"]) for i in media.images]
+            grids = []
+            for i in media.images:
+                with opened(i.arrays["image_grid_thw"]) as g:
+                    grids.append(mx.array(g))
             pos, delta = model.lm.get_rope_index(
                 mx.array(self.real)[None], mx.concatenate(grids) if grids else None
             )

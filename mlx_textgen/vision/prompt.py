@@ -11,14 +11,15 @@ and the engine maps those ids back to the real image token when it embeds them.
 from __future__ import annotations
 
 import threading
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from mlx_textgen.vision.lru import SizedLRU
 from mlx_textgen.vision.pixels import DecodedImage
+from mlx_textgen.vision.shared import SharedStore
 
 KEY_BASE = 1 << 30
 _KEY_SPAN = (1 << 30) - 1
@@ -61,7 +62,7 @@ class PromptImage:
     start: int  # first image token in the prompt
     end: int  # one past its last (tokens between may be markers, as Idefics3's tiles have)
     count: int  # image tokens: as many feature rows as the vision tower gives it
-    arrays: dict[str, np.ndarray] = field(repr=False, default_factory=dict)
+    arrays: dict[str, Any] = field(repr=False, default_factory=dict)  # arrays or SharedArray
 
 
 @dataclass
@@ -108,24 +109,21 @@ def warm(spec: VisionSpec) -> None:
 
 
 PROCESSED_CACHE_BYTES = 128 * 2**20
-# The processor's output for recent images by (model, pixel hash): the next turn of a
-# conversation sends its images again, and they need not be processed again (a 448 px image
-# took 15 ms on a 2-core CPU).
-_processed: SizedLRU[tuple[Any, dict[str, np.ndarray]]] = SizedLRU(
-    PROCESSED_CACHE_BYTES, lambda item: sum(a.nbytes for a in item[1].values())
-)
+# The processor's output for recent images by (model, pixel hash), pixel arrays in shared
+# memory (vision/shared.py): the next turn of a conversation sends its images again, and
+# they need not be processed again (a 448 px image took 15 ms on a 2-core CPU) nor their
+# arrays sent through the engine's pipe again.
+_processed = SharedStore(PROCESSED_CACHE_BYTES)
 
 
-def _one_image(spec: VisionSpec, img: DecodedImage) -> tuple[list[int] | int, dict[str, np.ndarray]]:
+def _one_image(spec: VisionSpec, img: DecodedImage) -> tuple[list[int] | int, dict[str, Any]]:
     """The expansion of one placeholder (token ids, or a count of image tokens) and arrays
-    (read-only: shared by every prompt with this image)."""
+    (shared handles for big ones). Pins the image's entry: the caller unpins it."""
     key = (spec.model_dir, img.digest)
-    if (done := _processed.get(key)) is None:
-        done = _process(spec, img)
-        for a in done[1].values():
-            a.flags.writeable = False
-        _processed.put(key, done)
-    return done
+    if (done := _processed.get(key)) is not None:
+        return done
+    expansion, arrays = _process(spec, img)
+    return expansion, _processed.put(key, expansion, arrays)
 
 
 def _process(spec: VisionSpec, img: DecodedImage) -> tuple[list[int] | int, dict[str, np.ndarray]]:
@@ -153,24 +151,41 @@ def expand(
     out: list[int] = []
     shifts: list[tuple[int, int]] = []  # (original position, tokens added before what follows)
     prompt_images: list[PromptImage] = []
+    pins: list[tuple[str, str]] = []
     prev = 0
-    for pos, img in zip(where, images):
-        out += ids[prev:pos]
-        expansion, arrays = _one_image(spec, img)
-        if isinstance(expansion, int):
-            expansion = [spec.image_token_id] * expansion
-        marks = [k for k, t in enumerate(expansion) if t == spec.image_token_id]
-        keys = iter(key_ids(img.digest, len(marks)))
-        at = len(out)
-        out += [next(keys) if t == spec.image_token_id else t for t in expansion]
-        prompt_images.append(
-            PromptImage(img.digest, at + marks[0], at + marks[-1] + 1, len(marks), arrays)
-        )
-        shifts.append((pos, len(out) - pos - 1))
-        prev = pos + 1
+    try:
+        for pos, img in zip(where, images):
+            out += ids[prev:pos]
+            expansion, arrays = _one_image(spec, img)
+            pins.append((spec.model_dir, img.digest))
+            prev = _place(spec, img, pos, expansion, arrays, out, shifts, prompt_images)
+    except BaseException:
+        _processed.unpin(pins)
+        raise
     out += ids[prev:]
 
     def moved(b: int) -> int:
         return b + max((s for p, s in shifts if p < b), default=0)
 
-    return out, tuple(moved(b) for b in boundaries), VisionPrompt(spec.image_token_id, prompt_images)
+    media = VisionPrompt(spec.image_token_id, prompt_images)
+    weakref.finalize(media, _processed.unpin, pins)  # its images stay while it is alive
+    return out, tuple(moved(b) for b in boundaries), media
+
+
+def _place(
+    spec: VisionSpec, img: DecodedImage, pos: int, expansion: list[int] | int,
+    arrays: dict[str, Any], out: list[int], shifts: list[tuple[int, int]],
+    prompt_images: list[PromptImage],
+) -> int:
+    """Append one image's keyed tokens to `out`; the index after its placeholder."""
+    if isinstance(expansion, int):
+        expansion = [spec.image_token_id] * expansion
+    marks = [k for k, t in enumerate(expansion) if t == spec.image_token_id]
+    keys = iter(key_ids(img.digest, len(marks)))
+    at = len(out)
+    out += [next(keys) if t == spec.image_token_id else t for t in expansion]
+    prompt_images.append(
+        PromptImage(img.digest, at + marks[0], at + marks[-1] + 1, len(marks), arrays)
+    )
+    shifts.append((pos, len(out) - pos - 1))
+    return pos + 1

@@ -8,11 +8,11 @@ import pytest
 
 pytest.importorskip("mlx_vlm")
 
-from mlx_textgen.vision.model import TowerCache  # noqa: E402
-from mlx_textgen.vision.prompt import KEY_BASE, VisionSpec, expand, key_ids  # noqa: E402
-from mlx_textgen.vision.pixels import decode_image  # noqa: E402
-from tests.vision.images import encode, pixels  # noqa: E402
-from tests.vision_model import write_vision_model  # noqa: E402
+from mlx_textgen.vision.model import TowerCache
+from mlx_textgen.vision.pixels import decode_image
+from mlx_textgen.vision.prompt import KEY_BASE, VisionSpec, expand, key_ids
+from tests.vision.images import encode, pixels
+from tests.vision_model import write_vision_model
 
 
 def test_least_recently_used_features_go_first() -> None:
@@ -53,24 +53,32 @@ def test_expansion_keys_image_tokens_and_moves_boundaries(tmp_path, arch: str) -
 
 
 def test_an_image_seen_again_is_not_processed_again(tmp_path, monkeypatch) -> None:
+    import gc
     import json
 
     from mlx_textgen.vision import prompt
+    from mlx_textgen.vision.shared import SharedArray, SharedStore, opened
 
+    monkeypatch.setattr(prompt, "_processed", SharedStore(prompt.PROCESSED_CACHE_BYTES))
     d = write_vision_model(tmp_path / "m", "qwen2_vl")
     cfg = json.loads((d / "config.json").read_text())
     spec = VisionSpec(cfg["model_type"], str(d), cfg["image_token_id"])
     calls: list[str] = []
     real = prompt._process
     monkeypatch.setattr(prompt, "_process", lambda s, i: calls.append(i.digest) or real(s, i))
-    a, b = decode_image(encode(pixels(1))), decode_image(encode(pixels(2)))
-    first = expand(spec, [spec.image_token_id], (), [a])[2].images[0]
-    again = expand(spec, [spec.image_token_id], (), [decode_image(encode(pixels(1), "PNG"))])
+    a, b = decode_image(encode(pixels(1, (112, 112)))), decode_image(encode(pixels(2, (112, 112))))
+    first = expand(spec, [spec.image_token_id], (), [a])[2]
+    again = expand(spec, [spec.image_token_id], (), [decode_image(encode(pixels(1, (112, 112))))])[2]
     other = expand(spec, [spec.image_token_id], (), [b])[2].images[0]
     assert calls == [a.digest, b.digest]  # the second `a` came from the cache
-    same = again[2].images[0]
-    assert same.count == first.count and all(
-        np.array_equal(same.arrays[k], first.arrays[k]) for k in first.arrays
-    )
-    assert not first.arrays["pixel_values"].flags.writeable  # shared: nobody may change it
-    assert other.digest != first.digest
+    one, same = first.images[0], again.images[0]
+    assert same.count == one.count and same.arrays == one.arrays  # the same shared handles
+    assert isinstance(one.arrays["pixel_values"], SharedArray)  # 64 patches x 1176 floats
+    with opened(one.arrays["pixel_values"]) as px:
+        direct = real(spec, a)[1]["pixel_values"]
+        assert np.array_equal(px, direct)
+    key = (spec.model_dir, a.digest)
+    assert prompt._processed.pinned(key) == 2  # two live prompts use it
+    del first, again, one, same
+    gc.collect()
+    assert prompt._processed.pinned(key) == 0 and other.digest != a.digest
