@@ -9,7 +9,7 @@ import pytest
 from tests.e2e.server import ServerProcess, wait_until
 from tests.e2e.soak_load import SERVER_ARGS, engine_counts, run_soak, write_keys
 
-REQUESTS, CLIENTS = 64, 16
+REQUESTS, CLIENTS = 48, 16
 
 
 @pytest.fixture(scope="module")
