@@ -122,21 +122,20 @@ async def load_image(
     """The decoded image of one content part (`param` names it in errors)."""
     url = image_url_of(part, param)
     scheme = url.split(":", 1)[0].lower() if ":" in url else ""
-    if scheme == "data":  # the same data URL again (the next turn): no decoding at all
-        key = (_content_key(url.encode("utf-8", "surrogatepass")), max_pixels)
-        if (seen := _decoded.get(key)) is not None:
-            return seen
-        data = _data_url(url, param)
+    data: bytes | None = None
+    if scheme == "data":  # keyed by the URL itself: the same one again is not even decoded
+        sent = url.encode("utf-8", "surrogatepass")
     elif scheme in ("http", "https"):
-        data = await _remote(url, policy, param)
+        sent = data = await _remote(url, policy, param)
     elif scheme == "file" or url.startswith("/"):
-        data = await asyncio.to_thread(_local_file, url, policy, param)
+        sent = data = await asyncio.to_thread(_local_file, url, policy, param)
     else:
         raise MediaError("an image URL must be a data:, http(s): or file: URL", param)
-    if scheme != "data":
-        key = (_content_key(data), max_pixels)
-        if (seen := _decoded.get(key)) is not None:
-            return seen
+    key = (_content_key(sent), max_pixels)
+    if (seen := _decoded.get(key)) is not None:
+        return seen
+    if data is None:
+        data = _data_url(url, param)
     try:  # decoding a large image takes a while: off the event loop
         image = await asyncio.to_thread(decode_image, data, max_pixels)
     except ImageError as exc:
