@@ -1,44 +1,47 @@
 """Constraints applied to every constrained row of a decode step at once, overlapped with the
 model's forward pass.
 
-The hook is called with a step's input tokens, the array the previous step sampled, and
-the logits of the forward pass that takes them, before sampling. It queues
-that forward pass, reads the tokens (computed before it, so reading them never waits for
-it), advances each constrained row's constraint by its row's token, writes every row's mask
-on the host while the device runs the forward pass, and masks all rows with one upload and
-one compiled kernel (a free row's mask allows every token). Only the sampling waits for the
-masks, so a constraint adds no device round trip.
+The hook is called with a step's input tokens (the array the previous step sampled) and
+the logits of the forward pass that takes them, before sampling. It advances each
+constrained row's constraint by its row's token, writes every row's mask on the host
+(guided/masks.py) and masks all rows with one compiled kernel (a free row's mask allows
+every token). Only the sampling waits for the masks, so a constraint adds no device round
+trip. The host's work is hidden behind one of two things, whichever the step has spare:
+
+- the device (`device` order): the forward pass is queued first, then the tokens are read
+  (computed before it, so reading them never waits for it) and the masks written while
+  the device runs it. Best when the device is the bottleneck: a big model, a big batch.
+- the dispatch (`host` order): the tokens are read first, the masks are written on the
+  writer thread while this thread queues the forward pass (encoding its kernels takes the
+  host about 1.2 ms for a 1B model on an H200, with the GIL released). Best when the host
+  is the bottleneck: a small model on a fast GPU, where the device waits for the host
+  anyway and the device order adds the whole mask time to every step.
+
+The hook picks the order from what it sees: the tokens are read at once when they were
+ready in the device order (the host is the bottleneck), and the device order is taken back
+when reading them first had to wait (the device is). On MLX's CPU device there is only the
+device order: the forward pass runs on the host's own cores (queuing it returns when most
+of it has run), and a writer thread would take a core from it.
 
 The batch generator calls it through `backend.set_decode_hook`, and a sequence decoding
 alone (engine/solo.py) calls it itself. Constraints are not mlx-lm logits processors: a row
 with a processor gets its own slice, call and concatenation every step (and a lone
 sequence a copy of its whole context), and on a fast GPU that, not the mask, was most of a
-constraint's cost. The masks are packed words (4 bytes per 32 tokens), unpacked on the
-device with portable MLX operations: nothing backend-specific.
+constraint's cost.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import mlx.core as mx
 import numpy as np
 
 from mlx_textgen.guided.guide import Guide
+from mlx_textgen.guided.masks import MaskBuffer, writer
 
-
-@mx.compile
-def _select_rows(logits: mx.array, words: mx.array) -> mx.array:
-    """(B, 1, V) logits, (B, W) packed masks: allowed logits kept, the rest -inf."""
-    bits = (words[:, :, None] >> mx.arange(32, dtype=mx.int32)) & 1
-    allowed = bits.reshape(words.shape[0], 1, -1)[..., : logits.shape[-1]].astype(mx.bool_)
-    return mx.where(allowed, logits, mx.array(-mx.inf, dtype=logits.dtype))
-
-
-def apply_masks(logits: mx.array, words: np.ndarray) -> mx.array:
-    """`logits` (B, 1, V) with every token whose bit is clear in its row of `words`
-    ((B, at least V / 32) int32 on the host) set to -inf."""
-    return _select_rows(logits, mx.array(words))
+READY_S = 50e-6  # reading the tokens took less: they were ready
 
 
 @dataclass
@@ -50,11 +53,15 @@ class _Row:
 class RowMasks:
     """The constrained rows of one model's decode steps, by uid: its decode hook."""
 
-    overlap = True  # queue the forward pass before the host computes the masks
+    overlap = True  # hide the masks behind the forward pass (off: write them, then queue it)
 
     def __init__(self, vocab_size: int) -> None:
         self.words = (vocab_size + 31) // 32
         self._rows: dict[int, _Row] = {}
+        self._masks = MaskBuffer(self.words)
+        self.host_order = False  # read the tokens first, write the masks during the dispatch
+        self._separate_device: bool | None = None  # a GPU: the host order can pay
+        self.orders = {"device": 0, "host": 0}  # steps taken in each order
 
     def attach(self, uid: int, guide: Guide, generated: int) -> None:
         """Row `uid` decodes under `guide`; `generated` tokens were sampled before its first
@@ -77,10 +84,40 @@ class RowMasks:
         picked = [(i, rows[u]) for i, u in enumerate(uids) if u in rows]
         if not picked:
             return logits
-        if self.overlap:
+        host = self._masks.rows(len(uids))
+        read = any(row.next_input >= 0 for _, row in picked)
+        if not self.overlap:
+            self._write(picked, tokens.tolist() if read else [], host)
+        elif self.host_order:  # (if reading waits, the next step takes the device order)
+            self.orders["host"] += 1
+            ids = self._read(tokens) if read else []
+            writer.start(lambda: self._write(picked, ids, host))
+            try:
+                mx.async_eval(logits)  # drops the GIL while it encodes the kernels
+            finally:
+                writer.join()
+        else:
+            self.orders["device"] += 1
             mx.async_eval(logits)  # the forward pass runs while the host works below
-        ids = tokens.tolist() if any(row.next_input >= 0 for _, row in picked) else []
-        host = np.full((len(uids), self.words), -1, dtype=np.int32)
+            ids = self._read(tokens) if read else []
+            self._write(picked, ids, host)
+        return self._masks.apply(logits)
+
+    def _read(self, tokens: mx.array) -> list[int]:
+        """The step's input tokens; whether they were ready picks the next step's order."""
+        t = time.perf_counter()
+        ids = tokens.tolist()
+        waited = time.perf_counter() - t
+        if self._separate_device is None:  # asked on the model thread, whose device it is
+            self._separate_device = mx.default_device().type == mx.DeviceType.gpu
+        self.host_order = self._separate_device and waited < READY_S
+        return ids
+
+    @staticmethod
+    def _write(picked: list[tuple[int, _Row]], ids: list[int], host: np.ndarray) -> None:
+        """Advance each row's constraint by its input token and write every row's mask, all
+        allowed for free rows (no MLX)."""
+        host.fill(-1)
         for i, row in picked:
             guide = row.guide
             if row.next_input >= 0:
@@ -89,4 +126,3 @@ class RowMasks:
             if guide.closed:
                 continue
             guide.constraint.fill_mask(host[i])  # untouched (all allowed) when free
-        return apply_masks(logits, host)

@@ -15,7 +15,8 @@ from mlx_textgen.guided.compiler import ConstraintError, GrammarCache
 from mlx_textgen.guided.constraint import GrammarConstraint, Triggered, mask_words
 from mlx_textgen.guided.forms import JsonStyle, after_whitespace, from_request
 from mlx_textgen.guided.guide import Guide
-from mlx_textgen.guided.rows import RowMasks, apply_masks
+from mlx_textgen.guided.masks import apply_masks
+from mlx_textgen.guided.rows import RowMasks
 
 SCHEMA = {"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]}
 
@@ -294,3 +295,73 @@ def test_logits_past_the_tokenizer_are_never_allowed_under_a_constraint(tokenize
         rows.attach(0, Guide(GrammarConstraint(cache.matcher(grammar), VOCAB)), generated=0)
         out = np.array(rows([0], mx.array([1]), mx.zeros((1, 1, model_vocab))))
         assert set(np.flatnonzero(np.isfinite(out[0, 0]))) == {ids("a")[0]}
+
+
+@pytest.mark.parametrize("order", ["device", "host"])
+def test_both_hook_orders_write_the_same_masks(tokenizer, order):
+    # The host order (GPU only: read the tokens, write the masks on the writer thread while
+    # the forward pass is queued) must mask exactly as the device order does.
+    cache = GrammarCache(lambda: tokenizer)
+    grammar = from_request({"guided_regex": "ab+"}, JsonStyle()).grammar
+    rows = RowMasks(VOCAB)
+    rows._separate_device = True  # as if on a GPU
+    rows.host_order = order == "host"
+    rows._read = lambda tokens: tokens.tolist()  # held in this order
+    guide = Guide(GrammarConstraint(cache.matcher(grammar), VOCAB))
+    rows.attach(3, guide, generated=0)
+    seen = []
+    for token in [42, ids("a")[0], ids("b")[0]]:  # the prompt's last token, then generated ones
+        out = rows([5, 3], mx.array([1, token]), mx.zeros((2, 1, VOCAB)))
+        seen.append(set(np.flatnonzero(np.isfinite(np.array(out[1, 0])))))
+        assert bool(mx.all(mx.isfinite(out[0])).item())  # the free row
+    assert seen == [{ids("a")[0]}, {ids("b")[0]}, {ids("b")[0], 0}]  # then b or the end (EOS)
+    assert rows.orders[order] == 3 and guide.consumed == 2
+
+
+def test_reading_ready_tokens_picks_the_host_order_only_on_a_separate_device():
+    rows = RowMasks(VOCAB)
+    ready = mx.array([1, 2])
+    mx.eval(ready)
+    rows._read(ready)
+    assert rows._separate_device is False and not rows.host_order  # MLX's CPU device here
+    rows._separate_device = True  # as on a GPU
+    rows._read(ready)
+    assert rows.host_order
+
+
+def test_mask_buffer_is_read_in_place_and_grows():
+    from mlx_textgen.guided.masks import MaskBuffer
+
+    buf = MaskBuffer(words=2)
+    host = buf.rows(3)  # capacity 4
+    host.fill(-1)
+    host[1] = 0
+    host[1, 0] = 0b100  # token 2 only
+    out = np.array(buf.apply(mx.zeros((3, 1, 64))))
+    assert np.isfinite(out[0]).all() and np.isfinite(out[2]).all()
+    assert list(np.flatnonzero(np.isfinite(out[1, 0]))) == [2]
+    host = buf.rows(3)  # the same memory, rewritten for the next step
+    host.fill(-1)
+    assert np.isfinite(np.array(buf.apply(mx.zeros((3, 1, 64))))).all()
+    grown = buf.rows(9)
+    assert grown.shape == (9, 2)
+    grown.fill(0)
+    assert not np.isfinite(np.array(buf.apply(mx.zeros((9, 1, 64))))).any()
+
+
+def test_mask_writer_runs_jobs_and_hands_back_their_errors():
+    from mlx_textgen.guided.masks import MaskWriter
+
+    w, seen = MaskWriter(), []
+    w.start(lambda: seen.append(1))
+    w.join()
+
+    def broken():
+        raise RuntimeError("bad mask")
+
+    w.start(broken)
+    with pytest.raises(RuntimeError, match="bad mask"):
+        w.join()
+    w.start(lambda: seen.append(2))  # still usable
+    w.join()
+    assert seen == [1, 2]
