@@ -7,7 +7,8 @@ Variants, all with the same JSON schema as bench/guided.py's decode: `free` (no 
 `perrow` (each constrained row its own mlx-lm logits processor, the previous design),
 `ones` (the matcher neither advances nor computes masks: an all-allowed mask is applied,
 which costs what applying a mask costs), `skip` (no mask applied: only the hook's
-bookkeeping). `nosplit`: as served but the forward pass is not queued
+bookkeeping), `nohook` (the hook returns the logits untouched: what the loop's guide
+bookkeeping costs). `nosplit`: as served but the forward pass is not queued
 before the masks are computed. Also llguidance's mask time per sequence (median, in `json`).
 """
 
@@ -30,6 +31,7 @@ def main() -> None:
     ap.add_argument("--levels", default="1,16")
     ap.add_argument("--tokens", type=int, default=96)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--variants", default="free,json,nosplit,perrow,ones")
     args = ap.parse_args()
     from mlx_textgen.blas import select_blas
 
@@ -54,9 +56,10 @@ def main() -> None:
     grammar = from_request({"guided_json": ENDLESS}, JsonStyle()).grammar
     tok = lp.models["m"].hf_tokenizer
     from mlx_textgen.engine.guiding import Guides
+    from mlx_textgen.guided import masks as gmasks
     from mlx_textgen.guided import rows as grows
 
-    real = (GrammarConstraint.fill_mask, GrammarConstraint.accept, grows._select_rows,
+    real = (GrammarConstraint.fill_mask, GrammarConstraint.accept, gmasks._select_rows,
             grows.RowMasks.__call__, Guides.attach, EngineLoop._sampling,
             grows.RowMasks.overlap)
     fills: list[float] = []
@@ -84,7 +87,7 @@ def main() -> None:
             return real[3](self.rows, [0], context[-1:], logits[:, None])[:, 0]
 
     def variant(name: str) -> None:
-        (GrammarConstraint.fill_mask, GrammarConstraint.accept, grows._select_rows,
+        (GrammarConstraint.fill_mask, GrammarConstraint.accept, gmasks._select_rows,
          grows.RowMasks.__call__, Guides.attach, EngineLoop._sampling,
          grows.RowMasks.overlap) = real
         if name in ("ones", "skip"):  # the matcher neither advances nor computes masks
@@ -94,8 +97,11 @@ def main() -> None:
                 words.fill(-1)
                 return True
             GrammarConstraint.fill_mask = fill
+        if name == "nohook":  # the guide's bookkeeping in the loop, no hook at all
+            grows.RowMasks.__call__ = lambda self, uids, tokens, logits: logits
+            GrammarConstraint.accept = lambda self, token: None  # free tokens: don't fail
         if name == "skip":
-            grows._select_rows = lambda logits, words: logits
+            gmasks._select_rows = lambda logits, words: logits
         if name == "nosplit":
             grows.RowMasks.overlap = False
         if name == "perrow":
@@ -124,7 +130,7 @@ def main() -> None:
                 assert o.error is None, (name, o.error)
         return statistics.median(b - a for a, b in zip(stamps, stamps[1:]))
 
-    names = ["free", "json", "nosplit", "perrow", "ones"]
+    names = args.variants.split(",")
     for n in levels:
         for name in names:
             wave(n, name)
@@ -134,8 +140,15 @@ def main() -> None:
             for name in (names if r % 2 == 0 else names[::-1]):
                 rows[name].append(wave(n, name))
         line = "  ".join(f"{k} {statistics.median(v) * 1e3:6.2f}" for k, v in rows.items())
-        print(f"streams={n:2d} median step ms: {line}   llguidance mask"
-              f" {statistics.median(fills or [0]) * 1e6:.0f} us per sequence (median)", flush=True)
+        paired = "  ".join(  # each round's free step over its own, then the median over rounds
+            f"{k} {statistics.median(f / x for f, x in zip(rows['free'], v)):.3f}"
+            for k, v in rows.items() if k != "free") if "free" in rows else ""
+        rm = lp._guides._rows.get("m")
+        print(f"streams={n:2d} median step ms: {line}   free/variant, paired by round: {paired}"
+              f"   llguidance mask {statistics.median(fills or [0]) * 1e6:.0f} us per sequence"
+              f" (median)   hook orders {rm.orders if rm else {}}", flush=True)
+        if rm:
+            rm.orders = {"device": 0, "host": 0}
     lp.stop()
 
 
