@@ -31,12 +31,6 @@ def _select_rows(logits: mx.array, words: mx.array) -> mx.array:
     return mx.where(allowed, logits, mx.array(-mx.inf, dtype=logits.dtype))
 
 
-def apply_masks(logits: mx.array, words: np.ndarray) -> mx.array:
-    """`logits` (B, 1, V) with every token whose bit is clear in its row of `words`
-    ((B, at least V / 32) int32 on the host) set to -inf."""
-    return _select_rows(logits, mx.array(words))
-
-
 class MaskBuffer:
     """Packed masks for up to `capacity` rows in one MLX array that the device reads in
     place. Model thread only, except that `rows()`'s view may be written by any thread

@@ -15,7 +15,7 @@ from mlx_textgen.guided.compiler import ConstraintError, GrammarCache
 from mlx_textgen.guided.constraint import GrammarConstraint, Triggered, mask_words
 from mlx_textgen.guided.forms import JsonStyle, after_whitespace, from_request
 from mlx_textgen.guided.guide import Guide
-from mlx_textgen.guided.masks import apply_masks
+from mlx_textgen.guided.masks import MaskBuffer
 from mlx_textgen.guided.rows import RowMasks
 
 SCHEMA = {"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]}
@@ -240,7 +240,9 @@ def test_mask_sets_disallowed_tokens_to_minus_inf():
     words[0, 0] = 0b1010  # tokens 1 and 3
     words[0, 1] = 1 | (1 << 20)  # tokens 32 and 52, past the model's 48
     words[1] = -1
-    out = np.array(apply_masks(mx.zeros((2, 1, 48)), words))
+    buf = MaskBuffer(words.shape[1])
+    buf.rows(2)[:] = words
+    out = np.array(buf.apply(mx.zeros((2, 1, 48))))
     assert [i for i in range(48) if np.isfinite(out[0, 0, i])] == [1, 3, 32]
     assert np.isfinite(out[1]).all()
 
@@ -330,8 +332,6 @@ def test_reading_ready_tokens_picks_the_host_order_only_on_a_separate_device():
 
 
 def test_mask_buffer_is_read_in_place_and_grows():
-    from mlx_textgen.guided.masks import MaskBuffer
-
     buf = MaskBuffer(words=2)
     host = buf.rows(3)  # capacity 4
     host.fill(-1)
